@@ -1,0 +1,34 @@
+"""fairseq-r3f: R3F and R4F fine-tuning (Aghajanyan et al., ICLR 2021) for fairseq.
+
+Load with ``fairseq-train --user-dir fairseq_r3f``, or ``import fairseq_r3f``. Registers the criterions
+``sentence_prediction_r3f`` and ``label_smoothed_cross_entropy_r3f`` and the architectures
+``roberta_sn_{base,large}`` and ``bart_sn_{base,large}``.
+"""
+
+__version__ = "0.1.0"
+
+MIN_FAIRSEQ = (0, 12)
+
+
+def _require_fairseq():
+    try:
+        import fairseq
+    except ImportError as error:
+        raise ImportError(
+            "fairseq_r3f needs fairseq >= 0.12, which is not installed: run scripts/install.sh, or "
+            "install fairseq (on Python >= 3.11: fairseq-fixed==0.12.3.1) into this environment"
+        ) from error
+    found = tuple(int(part) for part in fairseq.__version__.split(".")[:2] if part.isdigit())
+    if found < MIN_FAIRSEQ:
+        raise ImportError(
+            f"fairseq_r3f needs fairseq >= 0.12, but fairseq {fairseq.__version__} is installed: upgrade it"
+        )
+
+
+_require_fairseq()
+
+from fairseq_r3f import checkpoints  # noqa: E402
+
+checkpoints.allow_fairseq_checkpoints()
+
+from fairseq_r3f import criterions, models, tasks  # noqa: E402,F401

@@ -1,0 +1,4 @@
+"""fairseq imports a --user-dir's models/ and tasks/ by itself, but not criterions/: the package's
+__init__ imports these modules so that their @register_criterion runs."""
+
+from fairseq_r3f.criterions import sentence_prediction_r3f  # noqa: F401

@@ -1,0 +1,1 @@
+"""Tasks of the plugin (fairseq imports every module here for --user-dir)."""

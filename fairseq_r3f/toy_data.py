@@ -1,0 +1,88 @@
+"""A small built-in sentence classification task, generated on the fly, for the demo and the tests.
+
+Sentences are drawn from a vocabulary of neutral words plus two marked sets; the label says which marked set
+occurs more often (classification), or is their difference per token (regression, the STS-B case). With
+``pairs`` the sentence is split into two inputs, like RTE or MNLI. It is written as raw text and binarised
+with the real ``fairseq-preprocess`` into the layout fairseq's ``sentence_prediction`` task reads:
+``input0/``, ``input1/``, ``label/``.
+"""
+
+import os
+import random
+import subprocess
+import sys
+from typing import List, Tuple
+
+POSITIVE = [f"p{i}" for i in range(6)]
+NEGATIVE = [f"n{i}" for i in range(6)]
+NEUTRAL = [f"w{i}" for i in range(40)]
+
+
+def fairseq_command(name: str) -> List[str]:
+    """The fairseq console script ``name`` (fairseq-train, ...) of the running Python environment."""
+    script = os.path.join(os.path.dirname(sys.executable), name)
+    if os.path.exists(script):
+        return [script]
+    return [sys.executable, "-m", "fairseq_cli." + name.split("-", 1)[1]]
+
+
+def _examples(n: int, rng: random.Random, regression: bool) -> List[Tuple[List[str], str]]:
+    examples = []
+    while len(examples) < n:
+        length = rng.randint(8, 20)
+        words = [rng.choice(NEUTRAL) for _ in range(length)]
+        n_pos, n_neg = rng.randint(0, 4), rng.randint(0, 4)
+        if n_pos == n_neg and not regression:
+            continue
+        for word in [rng.choice(POSITIVE) for _ in range(n_pos)] + [rng.choice(NEGATIVE) for _ in range(n_neg)]:
+            words.insert(rng.randint(0, len(words)), word)
+        label = f"{(n_pos - n_neg) / 4:.3f}" if regression else ("1" if n_pos > n_neg else "0")
+        examples.append((words, label))
+    return examples
+
+
+def write_toy_task(
+    out_dir: str, n_train: int = 800, n_valid: int = 200, seed: int = 0, regression: bool = False,
+    pairs: bool = False,
+) -> str:
+    """Generates, writes and binarises the task; returns the data-bin folder for fairseq-train."""
+    rng = random.Random(seed)
+    raw, data_bin = os.path.join(out_dir, "raw"), os.path.join(out_dir, "data-bin")
+    os.makedirs(raw, exist_ok=True)
+    inputs = ["input0", "input1"] if pairs else ["input0"]
+    for split, n in (("train", n_train), ("valid", n_valid)):
+        examples = _examples(n, rng, regression)
+        columns = {name: [] for name in inputs + ["label"]}
+        for words, label in examples:
+            cut = len(words) // 2 if pairs else len(words)
+            columns["input0"].append(" ".join(words[:cut]))
+            if pairs:
+                columns["input1"].append(" ".join(words[cut:]))
+            columns["label"].append(label)
+        for name, lines in columns.items():
+            with open(os.path.join(raw, f"{split}.{name}"), "w") as f:
+                f.write("\n".join(lines) + "\n")
+
+    preprocess = fairseq_command("fairseq-preprocess")
+    for name in inputs:
+        extra = ["--srcdict", os.path.join(data_bin, "input0", "dict.txt")] if name == "input1" else []
+        subprocess.run(
+            preprocess + ["--only-source", "--trainpref", os.path.join(raw, f"train.{name}"),
+                          "--validpref", os.path.join(raw, f"valid.{name}"),
+                          "--destdir", os.path.join(data_bin, name), "--workers", "1"] + extra,
+            check=True, capture_output=True,
+        )
+    if regression:  # sentence_prediction reads regression targets as text: label/{split}.label
+        os.makedirs(os.path.join(data_bin, "label"), exist_ok=True)
+        for split in ("train", "valid"):
+            with open(os.path.join(raw, f"{split}.label")) as src:
+                with open(os.path.join(data_bin, "label", f"{split}.label"), "w") as dst:
+                    dst.write(src.read())
+    else:
+        subprocess.run(
+            preprocess + ["--only-source", "--trainpref", os.path.join(raw, "train.label"),
+                          "--validpref", os.path.join(raw, "valid.label"),
+                          "--destdir", os.path.join(data_bin, "label"), "--workers", "1"],
+            check=True, capture_output=True,
+        )
+    return data_bin
