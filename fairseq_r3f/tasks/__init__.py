@@ -1,1 +1,3 @@
 """Tasks of the plugin (fairseq imports every module here for --user-dir)."""
+
+from fairseq_r3f.tasks import probing  # noqa: F401
