@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+set -euo pipefail
+# Shared by recipes/glue.sh and recipes/xnli.sh (sourced, not run): reading recipes/hparams, checking inputs,
+# the launcher (one GPU, several on one node, SLURM, torchrun), the batch split, fp16, logging, dry-run and
+# the tiny CPU mode. The sourcing script defines usage() first.
+#
+# Launch settings (environment):
+#   NGPUS=1          GPUs per node
+#   NNODES=1         nodes
+#   UPDATE_FREQ=1    gradient accumulation; the per-GPU batch is the paper's effective batch / (NGPUS x NNODES
+#                    x UPDATE_FREQ) and must come out whole
+#   LAUNCHER=local   local (fairseq spawns one process per GPU) | torchrun | slurm (run inside an allocation)
+#   MASTER_ADDR, MASTER_PORT=29500   rendezvous for torchrun (MASTER_ADDR needed with NNODES > 1); SLURM uses
+#                    MASTER_PORT as fairseq's --distributed-port
+#   FP16=1           mixed precision with the authors' loss-scale flags; 0 for fp32
+#   DRY_RUN=1        print every command (and its run folder) instead of running it
+#   TINY=1           a tiny randomly initialised model on the CPU for a few updates (tests; no checkpoint)
+#   TINY_UPDATES=4   updates per run in TINY mode
+
+R3F_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+HPARAMS=$R3F_ROOT/recipes/hparams
+USER_DIR=$R3F_ROOT/fairseq_r3f
+
+NGPUS=${NGPUS:-1}
+NNODES=${NNODES:-1}
+UPDATE_FREQ=${UPDATE_FREQ:-1}
+LAUNCHER=${LAUNCHER:-local}
+MASTER_PORT=${MASTER_PORT:-29500}
+FP16=${FP16:-1}
+DRY_RUN=${DRY_RUN:-0}
+TINY=${TINY:-0}
+TINY_UPDATES=${TINY_UPDATES:-4}
+
+die() {
+  echo "error: $*" >&2
+  echo >&2
+  usage >&2
+  exit 2
+}
+
+# hparam FILE ROW COLUMN: one value of a tab-separated table whose first line (after # comments) is a header.
+hparam() {
+  local value
+  value=$(awk -F'\t' -v row="$2" -v col="$3" '
+    /^#/ || NF == 0 { next }
+    !seen { for (i = 1; i <= NF; i++) idx[$i] = i; seen = 1; next }
+    $1 == row && (col in idx) { print $idx[col]; found = 1; exit }
+    END { if (!found) exit 1 }' "$1") || { echo "error: $1 has no value for $2 / $3" >&2; exit 2; }
+  printf '%s' "$value"
+}
+
+require_file() {  # VARIABLE PATH WHAT
+  [[ -n "$2" ]] || die "$1 is not set: $3"
+  [[ -f "$2" ]] || die "$1=$2: no such file ($3)"
+}
+
+require_dir() {
+  [[ -n "$2" ]] || die "$1 is not set: $3"
+  [[ -d "$2" ]] || die "$1=$2: no such folder ($3)"
+}
+
+is_int() { [[ "$1" =~ ^[1-9][0-9]*$ ]]; }
+
+check_launch() {
+  is_int "$NGPUS" || die "NGPUS=$NGPUS must be a positive integer"
+  is_int "$NNODES" || die "NNODES=$NNODES must be a positive integer"
+  is_int "$UPDATE_FREQ" || die "UPDATE_FREQ=$UPDATE_FREQ must be a positive integer"
+  case "$LAUNCHER" in local | torchrun | slurm) ;; *) die "LAUNCHER=$LAUNCHER: choose local, torchrun or slurm" ;; esac
+  WORLD_SIZE=$((NGPUS * NNODES))
+  if [[ "$LAUNCHER" == local && "$NNODES" -gt 1 ]]; then
+    die "NNODES=$NNODES needs LAUNCHER=slurm or LAUNCHER=torchrun (the local launcher starts one node)"
+  fi
+  if [[ "$LAUNCHER" == torchrun && "$NNODES" -gt 1 && -z "${MASTER_ADDR:-}" ]]; then
+    die "LAUNCHER=torchrun with NNODES=$NNODES needs MASTER_ADDR (the host name of the first node)"
+  fi
+  if [[ "$TINY" == 1 && ( "$WORLD_SIZE" -gt 1 || "$LAUNCHER" != local ) ]]; then
+    die "TINY=1 runs one CPU process: use NGPUS=1 NNODES=1 LAUNCHER=local (check launch lines with DRY_RUN=1)"
+  fi
+  if [[ "$DRY_RUN" != 1 ]]; then
+    command -v fairseq-train > /dev/null || die "fairseq-train not found: activate the environment with fairseq and the plugin"
+  fi
+}
+
+# per_gpu_batch EFFECTIVE: sentences per GPU per step so that GPUs x UPDATE_FREQ x it = the paper's batch.
+per_gpu_batch() {
+  local effective=$1 split=$((WORLD_SIZE * UPDATE_FREQ))
+  if ((effective % split != 0)); then
+    die "the effective batch $effective (the paper's) is not divisible by NGPUS x NNODES x UPDATE_FREQ = $split; choose GPUs and UPDATE_FREQ whose product divides $effective"
+  fi
+  echo $((effective / split))
+}
+
+# Sets LAUNCH (the command that starts fairseq-train) and DIST_FLAGS.
+launch_command() {
+  DIST_FLAGS=()
+  if ((WORLD_SIZE > 1)); then
+    # legacy_ddp all-reduces after backward: R3F runs two forwards per update, which DDP hooks do not expect.
+    DIST_FLAGS=(--distributed-world-size "$WORLD_SIZE" --ddp-backend legacy_ddp)
+  fi
+  case "$LAUNCHER" in
+    local) LAUNCH=(fairseq-train) ;;
+    torchrun)
+      LAUNCH=(torchrun --nnodes "$NNODES" --nproc-per-node "$NGPUS")
+      if ((NNODES > 1)); then
+        LAUNCH+=(--rdzv-backend c10d --rdzv-endpoint "$MASTER_ADDR:$MASTER_PORT" --rdzv-id "${RDZV_ID:-r3f}")
+      else
+        LAUNCH+=(--master-port "$MASTER_PORT")
+      fi
+      LAUNCH+=("$(command -v fairseq-train || echo fairseq-train)")
+      ;;
+    slurm)
+      LAUNCH=(srun --nodes "$NNODES" --ntasks-per-node "$NGPUS" --gpus-per-node "$NGPUS" fairseq-train)
+      DIST_FLAGS+=(--distributed-port "$MASTER_PORT")
+      ;;
+  esac
+}
+
+# Precision, logging and tiny-mode flags shared by every run.
+shared_flags() {
+  SHARED_FLAGS=(--user-dir "$USER_DIR" --log-format json --required-batch-size-multiple 1
+    --no-epoch-checkpoints --update-freq "$UPDATE_FREQ")
+  if [[ "$TINY" == 1 ]]; then
+    export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+    SHARED_FLAGS+=(--cpu --num-workers 0 --log-interval 1)
+  else
+    SHARED_FLAGS+=(--log-interval 100)
+    if [[ "$FP16" == 1 ]]; then
+      SHARED_FLAGS+=(--fp16 --fp16-init-scale 4 --threshold-loss-scale 1 --fp16-scale-window 128)
+    fi
+  fi
+}
+
+# The tiny RoBERTa of tests/conftest.py, replacing the pretrained checkpoint in TINY mode.
+TINY_MODEL_FLAGS=(--encoder-layers 2 --encoder-embed-dim 32 --encoder-ffn-embed-dim 64 --encoder-attention-heads 2)
+
+# run_one RUN_DIR META_JSON COMMAND...: prints the command (DRY_RUN=1) or runs it with its log in RUN_DIR.
+run_one() {
+  local run_dir=$1 meta=$2
+  shift 2
+  if [[ "$DRY_RUN" == 1 ]]; then
+    echo "# run: $run_dir"
+    printf '%q ' "$@"
+    echo
+    return
+  fi
+  if [[ -f "$run_dir/done" ]]; then
+    echo "skip $run_dir: already done (delete the folder to run it again)" >&2
+    return
+  fi
+  mkdir -p "$run_dir"
+  echo "$meta" > "$run_dir/run.json"
+  printf '%q ' "$@" > "$run_dir/command.sh"
+  echo >> "$run_dir/command.sh"
+  echo "run $run_dir" >&2
+  if ! "$@" > "$run_dir/train.log" 2>&1; then
+    tail -n 20 "$run_dir/train.log" >&2
+    echo "error: the run in $run_dir failed; its log is $run_dir/train.log" >&2
+    exit 1
+  fi
+  touch "$run_dir/done"
+}
+
+# words "a,b,c" -> "a b c"
+words() { echo "${1//,/ }"; }
+
+# seq_list N -> "1 2 ... N"
+seq_list() { seq -s ' ' 1 "$1"; }
