@@ -63,13 +63,14 @@ def sample_noise(like: torch.Tensor, noise_type: str, eps: float) -> torch.Tenso
 class PerturbationStats:
     """What the last perturbed forward did, for logging.
 
-    ``changed`` counts the token-embedding entries whose value differs after the perturbation was added
-    and the sum was cast back to the model's dtype, out of ``total``. In fp32 that is every entry; in fp16
+    ``changed`` counts the token-embedding entries of real (non-padding) tokens whose value differs after
+    the perturbation was added and the sum was cast back to the model's dtype, out of ``total``. In fp32 that is every entry; in fp16
     a perturbation of 1e-5 on entries of magnitude 0.05 is mostly rounded away, and this says how much.
     """
 
-    changed: Union[int, torch.Tensor] = 0  # a tensor once counted: no host sync on the training step
-    total: int = 0
+    # tensors once counted: reading them on every training step would stall the GPU
+    changed: Union[int, torch.Tensor] = 0
+    total: Union[int, torch.Tensor] = 0
 
 
 @contextlib.contextmanager
@@ -87,9 +88,10 @@ def perturbed_token_embeddings(
         delta = perturbation(token_embedding)
         perturbed = (token_embedding.float() + delta).to(token_embedding.dtype)
         if stats is not None:
-            with torch.no_grad():
-                stats.changed = stats.changed + (perturbed != token_embedding).sum()
-                stats.total += perturbed.numel()
+            with torch.no_grad():  # count real tokens only, so counts of sub-batches add up
+                real = src_tokens.ne(encoder.padding_idx).unsqueeze(-1)
+                stats.changed = stats.changed + ((perturbed != token_embedding) & real).sum()
+                stats.total = stats.total + real.sum() * perturbed.size(-1)
         return original(src_tokens, perturbed)
 
     encoder.forward_embedding = forward_embedding

@@ -63,3 +63,22 @@ def toy_pair_task(tmp_path_factory):
 @pytest.fixture(scope="session")
 def toy_regression_task(tmp_path_factory):
     return write_toy_task(str(tmp_path_factory.mktemp("toy_reg")), n_train=256, n_valid=63, regression=True)
+
+
+def build_in_process(data_bin, *extra, arch="roberta_base", criterion="sentence_prediction_r3f"):
+    """The task, model and criterion fairseq-train would build from the same flags, in this process."""
+    from fairseq import options, tasks
+
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(parser, train_args(data_bin, "/nonexistent", *extra, arch=arch,
+                                                          criterion=criterion))
+    task = tasks.setup_task(args)
+    model = task.build_model(args)
+    return task, model, task.build_criterion(args)
+
+
+def first_batch(task, split="valid", max_sentences=16):
+    """A collated batch of the split's first ``max_sentences`` examples, in dataset order."""
+    task.load_dataset(split)
+    dataset = task.dataset(split)
+    return dataset.collater([dataset[i] for i in range(min(max_sentences, len(dataset)))])

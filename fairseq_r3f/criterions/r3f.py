@@ -70,7 +70,7 @@ class NoisedForward:
             output = forward()
         if not self._warned_rounding and self.noise_type != "none" and self.noise_scale > 0:
             self._warned_rounding = True  # one host sync, on the first update only
-            kept = float(stats.changed) / max(stats.total, 1)
+            kept = float(stats.changed) / max(float(stats.total), 1.0)
             if kept < 0.5:
                 logger.warning(
                     f"only {100 * kept:.0f}% of token-embedding entries changed after adding noise of "
@@ -87,7 +87,7 @@ def reduce_r3f_metrics(logging_outputs: List[Dict]) -> None:
     symm_kl = sum(log.get("symm_kl", 0) for log in logging_outputs)
     nsentences = sum(log.get("nsentences", 0) for log in logging_outputs)
     metrics.log_scalar("symm_kl", float(symm_kl) / max(nsentences, 1), nsentences)
-    total = sum(log.get("noise_total", 0) for log in logging_outputs)
-    if total:
+    total = float(sum(log.get("noise_total", 0) for log in logging_outputs))
+    if total > 0:
         changed = sum(log.get("noise_changed", 0) for log in logging_outputs)
         metrics.log_scalar("noise_kept", 100.0 * float(changed) / total, total, round=1)
