@@ -1,0 +1,1 @@
+"""Evaluation helpers: ROUGE for summarization (rouge.py)."""
