@@ -1,0 +1,176 @@
+"""SMART and FreeLB baselines: they reduce to standard fine-tuning when switched off, and their perturbation
+is adversarial (it does more harm than random noise of the same norm)."""
+
+import math
+
+import pytest
+import torch
+from fairseq import options, tasks
+from fairseq.criterions.sentence_prediction import SentencePredictionCriterion
+from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+from conftest import run_fairseq, train_args
+from fairseq_r3f.criterions.sentence_prediction_smart import EmbeddingBall
+from fairseq_r3f.divergence import symmetric_kl
+
+FREELB = ["--task", "sentence_prediction_freelb"]
+
+
+def losses(records):
+    return [(r["loss"], r.get("accuracy"), r["gnorm"]) for r in records["train_inner"]]
+
+
+@pytest.fixture(scope="module")
+def standard_run(toy_task, tmp_path_factory):
+    _, records = run_fairseq("train", train_args(toy_task, str(tmp_path_factory.mktemp("std")), "--no-save",
+                                                 criterion="sentence_prediction"))
+    return losses(records)
+
+
+@pytest.mark.parametrize(
+    "criterion, extra",
+    [
+        ("sentence_prediction_smart", ["--smart-steps", "0"]),
+        ("sentence_prediction_smart", ["--smart-eps", "0"]),
+        ("sentence_prediction_freelb", [*FREELB, "--freelb-steps", "0"]),
+        ("sentence_prediction_freelb", [*FREELB, "--freelb-max-norm", "0"]),
+    ],
+)
+def test_switched_off_is_standard_fine_tuning(toy_task, tmp_path, standard_run, criterion, extra):
+    # dropout stays on: equal losses need equal random streams, i.e. no extra forward at all
+    _, records = run_fairseq("train", train_args(toy_task, str(tmp_path), "--no-save", *extra, criterion=criterion))
+    assert len(standard_run) == 10
+    assert losses(records) == standard_run
+
+
+def test_switched_on_changes_training(toy_task, tmp_path, standard_run):
+    _, smart = run_fairseq("train", train_args(toy_task, str(tmp_path / "s"), "--no-save",
+                                               criterion="sentence_prediction_smart"))
+    assert all(r["symm_kl"] > 0 for r in smart["train_inner"])
+    assert losses(smart) != standard_run
+    _, freelb = run_fairseq("train", train_args(toy_task, str(tmp_path / "f"), "--no-save", *FREELB,
+                                                criterion="sentence_prediction_freelb"))
+    assert losses(freelb) != standard_run
+    # the last pass, at the adversarial point, costs more than the mean over the path from the random start
+    assert all(r["adv_loss"] > r["loss"] for r in freelb["train_inner"])
+
+
+def test_freelb_needs_its_task(toy_task, tmp_path):
+    proc, _ = run_fairseq("train", train_args(toy_task, str(tmp_path), "--no-save",
+                                              criterion="sentence_prediction_freelb"), check=False)
+    assert proc.returncode != 0
+    assert "--task sentence_prediction_freelb" in proc.stderr
+
+
+def build(toy_task, tmp_path, criterion, *extra):
+    """Task, model (eval mode: no dropout), criterion and one batch of 32, in process, from the CLI flags."""
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(parser, train_args(toy_task, str(tmp_path), *extra, criterion=criterion))
+    cfg = convert_namespace_to_omegaconf(args)
+    torch.manual_seed(1)
+    task = tasks.setup_task(cfg.task)
+    model = task.build_model(cfg.model)
+    task.load_dataset("valid")
+    data = task.dataset("valid")
+    sample = data.collater([data[i] for i in range(32)])
+    return task, model.eval(), task.build_criterion(cfg.criterion), sample
+
+
+def logits(model, sample):
+    return model(**sample["net_input"], features_only=True, classification_head_name="sentence_classification_head")[0]
+
+
+def random_deltas(ball, shape, radius, n):
+    return [ball.uniform_start(shape, "cpu", radius) for _ in range(n)]
+
+
+# small against the tiny model's token embeddings (norm ~0.5 each), where the KL is still about quadratic in
+# delta; at large radii a full normalised step can overshoot the maximum
+RADIUS = 0.05
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_smart_perturbation_beats_random_noise_of_same_norm(toy_task, tmp_path, steps):
+    _, model, criterion, sample = build(
+        toy_task, tmp_path, "sentence_prediction_smart", "--smart-norm", "l2", "--smart-eps", str(RADIUS),
+        "--smart-step-size", "100", "--smart-steps", str(steps))
+    with torch.no_grad():
+        clean = logits(model, sample)
+    torch.manual_seed(0)
+    delta = criterion.adversarial_perturbation(model, sample, clean)
+    keep = sample["net_input"]["src_tokens"].ne(1)
+    ball = EmbeddingBall("l2", RADIUS, keep)
+    # a full step lands on the sphere: the comparison is at exactly the same norm, sentence by sentence
+    assert ball.sentence_norms(delta).flatten() == pytest.approx(torch.full((32,), RADIUS), rel=1e-4)
+    assert (delta[~keep] == 0).all()
+    with torch.no_grad():
+        adversarial = criterion.perturbed_logits(model, sample, delta)
+        adversarial_kl = symmetric_kl(clean, adversarial).item()
+        random_kls = [symmetric_kl(clean, criterion.perturbed_logits(model, sample, d)).item()
+                      for d in random_deltas(ball, delta.shape, RADIUS, 5)]
+    assert max(random_kls) > 0
+    assert adversarial_kl > 10 * max(random_kls), (adversarial_kl, random_kls)
+
+
+class RecordingOptimizer:
+    """Stands in for fairseq's optimizer in FreeLB's step: back-propagates and keeps each pass's loss."""
+
+    def __init__(self):
+        self.losses = []
+
+    def backward(self, loss):
+        self.losses.append(loss.item())
+        loss.backward()
+
+
+def test_freelb_perturbation_beats_random_noise_of_same_norm(toy_task, tmp_path):
+    # the random start has norm exactly RADIUS (init mag = max norm), and a step of 100 lands every later
+    # delta back on the sphere: pass 0 is random noise, pass K the adversarial point, both at norm RADIUS
+    task, model, criterion, sample = build(
+        toy_task, tmp_path, "sentence_prediction_freelb", *FREELB, "--freelb-steps", "2",
+        "--freelb-init-mag", str(RADIUS), "--freelb-max-norm", str(RADIUS), "--freelb-step-size", "100")
+    torch.manual_seed(0)
+    optimizer = RecordingOptimizer()
+    loss, sample_size, log = criterion.adversarial_train_step(model, sample, optimizer)
+    pass_losses = [3 * value for value in optimizer.losses]
+    assert len(pass_losses) == 3
+    assert min(pass_losses[1:]) > pass_losses[0]
+    assert loss.item() == pytest.approx(sum(pass_losses) / 3, rel=1e-5)
+    assert log["adv_loss"].item() == pytest.approx(pass_losses[2], rel=1e-5)
+
+
+def test_freelb_averages_gradients_over_passes(toy_task, tmp_path):
+    """With a zero step and a zero start all K + 1 passes see the clean input, so the accumulated gradient
+    must equal the standard one: each pass contributes 1 / (K + 1)."""
+    task, model, criterion, sample = build(
+        toy_task, tmp_path, "sentence_prediction_freelb", *FREELB, "--freelb-steps", "2",
+        "--freelb-step-size", "0", "--freelb-init-mag", "0")
+    optimizer = RecordingOptimizer()
+    loss, _, _ = criterion.adversarial_train_step(model, sample, optimizer)
+    freelb_grads = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    std_loss, _, _ = SentencePredictionCriterion.forward(criterion, model, sample)
+    std_loss.backward()
+    assert loss.item() == pytest.approx(std_loss.item(), rel=1e-6)
+    assert optimizer.losses == pytest.approx([std_loss.item() / 3] * 3, rel=1e-6)
+    assert sum(g is not None for g in freelb_grads) > 10
+    for freelb_grad, p in zip(freelb_grads, model.parameters()):
+        assert (freelb_grad is None) == (p.grad is None)
+        if freelb_grad is not None:
+            torch.testing.assert_close(freelb_grad, p.grad, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_embedding_ball_projects_and_masks(norm):
+    keep = torch.tensor([[True, True, True, False], [True, False, False, False]])
+    ball = EmbeddingBall(norm, 0.3, keep)
+    delta = ball.project(torch.randn(2, 4, 5) * 10)
+    norms = ball.sentence_norms(delta).flatten()
+    assert norms == pytest.approx(torch.tensor([0.3, 0.3]), rel=1e-5)
+    assert (delta[~keep] == 0).all()
+    small = torch.full((2, 4, 5), 1e-3) * keep.unsqueeze(-1)
+    assert torch.equal(ball.project(small), small)  # inside the ball: unchanged
+    stepped = ball.ascent_step(torch.zeros(2, 4, 5), torch.full((2, 4, 5), float("nan")), 1.0)
+    assert torch.equal(stepped, torch.zeros(2, 4, 5))  # a non-finite gradient leaves delta where it was
+    unbounded = EmbeddingBall(norm, math.inf, keep)
+    assert unbounded.sentence_norms(unbounded.project(delta * 100)).flatten() == pytest.approx(norms * 100, rel=1e-5)
