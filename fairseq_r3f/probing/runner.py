@@ -1,0 +1,308 @@
+"""The machinery the three probing drivers share: their command line, the fine-tuning and probing runs as
+fairseq-train commands, and a state file that makes a chain resumable.
+
+Every run is a *step* with a key (``r4f/seed1/2-QNLI/finetune``). When a step finishes, its record (the
+exact fairseq-train arguments, the run folder, the validation metric) goes into ``WORK_DIR/state.json``,
+written atomically. A driver started again skips every recorded step and reruns the one that stopped: a
+fine-tuning run continues from its own ``checkpoint_last.pt`` (its starting model is given with
+``--finetune-from-model``, which fairseq applies only on a first launch), a probe (``--no-save``) restarts.
+A recorded step whose arguments differ from what the driver would run now is an error, not a silent mix.
+"""
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from fairseq_r3f.logs import read_json_log
+from fairseq_r3f.probing.methods import USER_DIR, GlueHparams, Method, builtin_methods, parse_method_overrides
+
+logger = logging.getLogger("fairseq_r3f.probing")
+
+STATE_VERSION = 1
+
+
+class StepFailed(RuntimeError):
+    pass
+
+
+def head_name(task: str) -> str:
+    """A classification head per task (sst2_head), so every fine-tuning step starts with a fresh head:
+    fairseq drops the previous task's head from the checkpoint because the model has no head of that name."""
+    return "".join(c for c in task.lower() if c.isalnum()) + "_head"
+
+
+def split_extra(argv: Sequence[str]) -> Tuple[List[str], List[str]]:
+    """Driver arguments, and the fairseq-train flags after ``--`` (appended last to every run)."""
+    argv = list(argv)
+    if "--" in argv:
+        cut = argv.index("--")
+        return argv[:cut], argv[cut + 1:]
+    return argv, []
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, default_methods: List[str]) -> None:
+    parser.add_argument("--data-root", required=True,
+                        help="folder with one binarised folder per GLUE task, DATA_ROOT/<TASK>-bin (input0/, "
+                        "input1/, label/), as preprocess/glue.py writes them")
+    parser.add_argument("--work-dir", required=True,
+                        help="where runs, state.json, results.json, results.md and the figure go; running the "
+                        "same command again resumes there")
+    parser.add_argument("--pretrained",
+                        help="checkpoint the first fine-tuning starts from (RoBERTa's model.pt); without it the "
+                        "model starts from a random initialisation (only sensible for tests)")
+    parser.add_argument("--arch", default="roberta_large",
+                        help="model architecture; R4F runs its *_sn_* variant (default: roberta_large)")
+    parser.add_argument("--methods", nargs="+", default=default_methods,
+                        help=f"fine-tuning methods to compare (default: {' '.join(default_methods)})")
+    parser.add_argument("--method", action="append", default=[], metavar="NAME=FLAGS",
+                        help="replace or add a method's fairseq-train flags, e.g. "
+                        "--method r3f='--criterion sentence_prediction_r3f --r3f-lambda 0.5 --noise-type normal --eps 1e-5'")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1], help="one chain per seed (default: 1)")
+    parser.add_argument("--probe-flags", default="",
+                        help="fairseq-train flags for the probing runs only, after all others (e.g. '--lr 1e-3')")
+    parser.add_argument("--hparams", help="folder with glue.tsv and glue_tasks.tsv (default: recipes/hparams)")
+    parser.add_argument("--fairseq-train", default=None,
+                        help="command that runs fairseq-train (default: the one of this Python environment)")
+    parser.add_argument("--keep-last-checkpoints", action="store_true",
+                        help="keep checkpoint_last.pt of finished fine-tuning runs (by default only "
+                        "checkpoint_best.pt, which the next steps read, is kept)")
+    parser.add_argument("--dry-run", action="store_true", help="print the fairseq-train commands, run nothing")
+    parser.epilog = ("Flags after '--' go to every fairseq-train run, last, so they override the recipe's "
+                     "(e.g. -- --fp16 --update-freq 2).")
+
+
+@dataclass
+class Experiment:
+    """One driver's settings and runs."""
+
+    name: str
+    args: argparse.Namespace
+    extra: List[str]
+
+    def __post_init__(self):
+        args = self.args
+        self.work_dir = os.path.abspath(args.work_dir)
+        self.data_root = os.path.abspath(args.data_root)
+        if not os.path.isdir(self.data_root):
+            raise SystemExit(f"error: --data-root {args.data_root} is not a folder")
+        if args.pretrained and not os.path.isfile(args.pretrained):
+            raise SystemExit(f"error: --pretrained {args.pretrained}: no such file")
+        self.pretrained = os.path.abspath(args.pretrained) if args.pretrained else None
+        try:
+            self.hparams = GlueHparams.load(args.hparams)
+            methods = parse_method_overrides(args.method, builtin_methods(self.hparams.shared))
+        except (OSError, ValueError) as error:
+            raise SystemExit(f"error: {error}")
+        unknown = [m for m in args.methods if m not in methods]
+        if unknown:
+            raise SystemExit(
+                f"error: unknown method(s) {', '.join(unknown)}: choose from {', '.join(methods)} or define one "
+                f"with --method NAME=FLAGS"
+            )
+        self.methods: Dict[str, Method] = {m: methods[m] for m in args.methods}
+        self.train_command = shlex.split(args.fairseq_train) if args.fairseq_train else _default_train_command()
+        self.probe_extra = shlex.split(args.probe_flags)
+        self.state_path = os.path.join(self.work_dir, "state.json")
+        self.state = self._load_state()
+        self.planned = 0
+        self.done_now = 0
+
+    # -- inputs -----------------------------------------------------------------------------------------
+    def check_tasks(self, tasks: Sequence[str]) -> None:
+        """Every task has a row in the hyper-parameter table and a binarised folder."""
+        problems = []
+        for task in dict.fromkeys(tasks):
+            try:
+                self.hparams.metric(task)
+            except ValueError as error:
+                problems.append(str(error))
+                continue
+            folder = self.data_dir(task)
+            label = os.path.join(folder, "label")
+            if not os.path.isfile(os.path.join(folder, "input0", "dict.txt")):
+                problems.append(f"{folder}/input0/dict.txt not found: binarise {task} first (preprocess/glue.py)")
+            elif not (os.path.isfile(os.path.join(label, "dict.txt")) or os.path.isfile(os.path.join(label, "train.label"))):
+                problems.append(f"{label} has neither dict.txt nor train.label: binarise {task}'s labels first")
+        if problems:
+            raise SystemExit("error: " + "\n       ".join(problems))
+
+    def data_dir(self, task: str) -> str:
+        return os.path.join(self.data_root, f"{task}-bin")
+
+    def run_dir(self, *parts: str) -> str:
+        return os.path.join(self.work_dir, "runs", *parts)
+
+    # -- commands -------------------------------------------------------------------------------------------
+    def finetune_args(self, task: str, method: str, seed: int, init: Optional[str], save_dir: str) -> List[str]:
+        arch = self.args.arch
+        start = ["--finetune-from-model", init] if init else []
+        return [
+            self.data_dir(task), "--user-dir", USER_DIR, "--task", "sentence_prediction",
+            *self.hparams.training_flags(task, arch), "--classification-head-name", head_name(task),
+            *start, "--seed", str(seed), "--save-dir", save_dir, "--no-epoch-checkpoints",
+            "--log-format", "json", *self.methods[method].train_flags(arch), *self.extra,
+        ]
+
+    def probe_args(self, task: str, checkpoint: str, seed: int, save_dir: str) -> List[str]:
+        return [
+            self.data_dir(task), "--user-dir", USER_DIR, "--task", "sentence_prediction_probe",
+            "--probe-checkpoint", checkpoint, *self.hparams.training_flags(task, self.args.arch),
+            "--criterion", "sentence_prediction", "--seed", str(seed), "--save-dir", save_dir, "--no-save",
+            "--log-format", "json", *self.extra, *self.probe_extra,
+        ]
+
+    # -- steps ------------------------------------------------------------------------------------------
+    def finetune(self, key: str, task: str, method: str, seed: int, init: Optional[str]) -> Dict:
+        """Fine-tunes ``task`` from ``init`` (None: random initialisation); the record's ``checkpoint`` is
+        the run's checkpoint_best.pt."""
+        save_dir = self.run_dir(*key.split("/"))
+        args = self.finetune_args(task, method, seed, init, save_dir)
+        checkpoint = os.path.join(save_dir, "checkpoint_best.pt")
+        record = self._step(key, "finetune", task, args, save_dir, checkpoint=checkpoint)
+        if not self.args.dry_run and not self.args.keep_last_checkpoints:
+            last = os.path.join(save_dir, "checkpoint_last.pt")
+            if os.path.exists(last):
+                os.remove(last)
+        return record
+
+    def probe(self, key: str, task: str, checkpoint: str, seed: int) -> Dict:
+        save_dir = self.run_dir(*key.split("/"))
+        return self._step(key, "probe", task, self.probe_args(task, checkpoint, seed, save_dir), save_dir)
+
+    def _step(self, key: str, kind: str, task: str, args: List[str], run_dir: str,
+              checkpoint: Optional[str] = None) -> Dict:
+        self.planned += 1
+        metric = self.hparams.metric(task)
+        if self.args.dry_run:
+            print(f"# {key}\n" + " ".join(shlex.quote(a) for a in self.train_command + args))
+            return {"key": key, "checkpoint": checkpoint, "metric": None}
+        record = self.state["steps"].get(key)
+        if record is not None:
+            if record["args"] != args:
+                raise SystemExit(
+                    f"error: {self.state_path} records step {key} run with other fairseq-train arguments than "
+                    f"this command gives now (changed flags, methods or paths). Resume with the same command, "
+                    f"or use a new --work-dir.\n  recorded: {shlex.join(record['args'])}\n  now:      "
+                    f"{shlex.join(args)}"
+                )
+            logger.info(f"skip {key}: done ({metric} {record['metric']})")
+            return record
+
+        os.makedirs(run_dir, exist_ok=True)
+        log_path = os.path.join(run_dir, "train.log")
+        resumed = checkpoint is not None and os.path.exists(os.path.join(run_dir, "checkpoint_last.pt"))
+        logger.info(f"run {key}{' (resuming its checkpoint_last.pt)' if resumed else ''}: log {log_path}")
+        with open(log_path, "a") as log:
+            start = log.tell()
+            log.write(f"# {shlex.join(self.train_command + args)}\n")
+            log.flush()
+            proc = subprocess.run(self.train_command + args, stdout=log, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL)
+        with open(log_path) as log:
+            log.seek(start)
+            output = log.read()
+        if proc.returncode != 0:
+            tail = "\n".join(output.splitlines()[-15:])
+            raise StepFailed(
+                f"step {key} failed (fairseq-train exit status {proc.returncode}); its log is {log_path}:\n"
+                f"{tail}\nFix the cause and run the same command again: finished steps are not redone."
+            )
+        if checkpoint is not None and not os.path.isfile(checkpoint):
+            raise StepFailed(f"step {key} finished without writing {checkpoint} (was --no-save passed?)")
+        value, history = _best_metric(output, metric)
+        if checkpoint is None and value is None:
+            raise StepFailed(
+                f"step {key}: the log {log_path} has no validation '{metric}' record, so there is no probe "
+                f"result (fairseq validates at the end of each epoch and with --validate-interval-updates)"
+            )
+        record = {"key": key, "kind": kind, "task": task, "metric_name": metric, "metric": value,
+                  "valid_history": history, "checkpoint": checkpoint, "run_dir": run_dir, "args": args}
+        self.state["steps"][key] = record
+        self._save_state()
+        self.done_now += 1
+        logger.info(f"done {key}: best valid {metric} {value}")
+        return record
+
+    # -- state and outputs ----------------------------------------------------------------------------------
+    def _load_state(self) -> Dict:
+        if os.path.exists(self.state_path):
+            with open(self.state_path) as f:
+                state = json.load(f)
+            if state.get("experiment") != self.name or state.get("version") != STATE_VERSION:
+                raise SystemExit(
+                    f"error: {self.state_path} belongs to the experiment {state.get('experiment')!r} (state "
+                    f"version {state.get('version')}), not {self.name!r}: use another --work-dir"
+                )
+            return state
+        return {"experiment": self.name, "version": STATE_VERSION, "steps": {}}
+
+    def _save_state(self) -> None:
+        write_json_atomic(self.state_path, self.state)
+
+    def write_results(self, results: Dict, table: str) -> Tuple[str, str]:
+        results = {"experiment": self.name, "methods": list(self.methods), "seeds": self.args.seeds,
+                   "arch": self.args.arch, "pretrained": self.pretrained, **results}
+        json_path = os.path.join(self.work_dir, "results.json")
+        md_path = os.path.join(self.work_dir, "results.md")
+        write_json_atomic(json_path, results)
+        with open(md_path, "w") as f:
+            f.write(table)
+        return json_path, md_path
+
+
+def _default_train_command() -> List[str]:
+    from fairseq_r3f.toy_data import fairseq_command
+
+    return fairseq_command("fairseq-train")
+
+
+def _best_metric(output: str, metric: str) -> Tuple[Optional[float], List[float]]:
+    """The run's best validation value of ``metric`` -- fairseq's own ``best_<metric>`` (which a resumed run
+    carries over from its checkpoint) when logged, else the best of this attempt's values -- and the
+    values per validation."""
+    records = read_json_log(output).get("valid", [])
+    history = [r[f"valid_{metric}"] for r in records if isinstance(r.get(f"valid_{metric}"), float)]
+    best = [r[f"valid_best_{metric}"] for r in records if isinstance(r.get(f"valid_best_{metric}"), float)]
+    if best:
+        return best[-1], history
+    return (max(history) if history else None), history
+
+
+def write_json_atomic(path: str, data) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def summarise(values: List[Optional[float]]) -> Dict:
+    """mean, min, max and n of the values that exist."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return {"mean": None, "min": None, "max": None, "n": 0}
+    return {"mean": sum(present) / len(present), "min": min(present), "max": max(present), "n": len(present)}
+
+
+def fmt(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def main_wrapper(run, argv=None) -> int:
+    """Runs a driver's ``run(argv)`` with logging set up; a failed step ends with its message, status 1."""
+    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.INFO,
+                        stream=sys.stderr, force=True)  # fairseq's import has configured the root logger
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    try:
+        run(sys.argv[1:] if argv is None else argv)
+    except StepFailed as error:
+        logger.error(str(error))
+        return 1
+    return 0
