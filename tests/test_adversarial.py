@@ -157,7 +157,7 @@ def test_freelb_averages_gradients_over_passes(toy_task, tmp_path):
     for freelb_grad, p in zip(freelb_grads, model.parameters()):
         assert (freelb_grad is None) == (p.grad is None)
         if freelb_grad is not None:
-            torch.testing.assert_close(freelb_grad, p.grad, rtol=1e-5, atol=1e-7)
+            torch.testing.assert_close(freelb_grad, p.grad, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("norm", ["l2", "linf"])

@@ -1,3 +1,4 @@
 """Tasks of the plugin (fairseq imports every module here for --user-dir)."""
 
 from fairseq_r3f.tasks import probing  # noqa: F401
+from fairseq_r3f.tasks import freelb  # noqa: F401
