@@ -1,106 +1,92 @@
 #!/usr/bin/env bash
 set -euo pipefail
-# Fine-tune BART with R3F on a summarization dataset, with the paper's hyper-parameters
-# (recipes/hparams/summarization.tsv: appendix Tables 7 and 8).
+# Fine-tune BART-large with R3F on one summarization dataset, with the paper's hyper-parameters (appendix
+# Tables 7 and 8, in recipes/hparams/summarization.tsv).
 #
-# usage: BART_PATH=bart.large/model.pt recipes/summarization.sh DATASET DATA_BIN SAVE_DIR [fairseq-train flags...]
-#   DATASET   cnn_dm | gigaword | reddit_tifu
-#   DATA_BIN  the bin/ folder written by preprocess/summarization.py
-#   SAVE_DIR  where checkpoints go
-# Environment (all optional except BART_PATH):
-#   BART_PATH    pre-trained checkpoint to fine-tune; "none" trains from scratch (tests, ablations)
-#   NUM_GPUS     GPUs to use (default: all that nvidia-smi lists, else 1)
-#   UPDATE_FREQ  default: reference_gpus x reference_update_freq / NUM_GPUS, so the effective batch
-#                (max_tokens x NUM_GPUS x UPDATE_FREQ) stays the reference one; setting it changes that batch
-#   FP16         1 (default) trains in mixed precision; 0 in fp32 (needed with --cpu)
-#   R3F_LAMBDA, NOISE_TYPE, EPS, R3F_KL_NORMALIZATION   override the table (the paper's grid is in it)
-#   DRY_RUN=1    print the fairseq-train command instead of running it
-# fairseq-train is taken from PATH: activate the environment where fairseq and this plugin are installed.
-# Flags after SAVE_DIR are passed to fairseq-train last, so they override anything here.
+#   DATA_BIN=OUT/bin BART_PATH=bart.large/model.pt recipes/summarization.sh DATASET [fairseq-train flags]
+#
+# DATASET  cnn_dm | gigaword | reddit_tifu (preprocess/summarization.py wrote DATA_BIN)
+# Environment:
+#   DATA_BIN       the bin/ folder written by preprocess/summarization.py (required)
+#   BART_PATH      BART-large model.pt to fine-tune (required unless TINY=1)
+#   SAVE_ROOT=runs/summarization   each run goes to SAVE_ROOT/DATASET/CONFIG/seedN: train.log, run.json,
+#                  command.sh, checkpoint_best.pt / checkpoint_last.pt
+#   SEEDS=1        seeds to run
+#   SWEEP=1        every lambda x noise type of Table 8 (LAMBDAS="0.01 0.1", NOISE_TYPES="uniform" narrow it);
+#                  otherwise one configuration: R3F_LAMBDA (default 0.01) and NOISE_TYPE (default uniform)
+#   R3F_KL_NORMALIZATION=sentence  what lambda weighs (docs/summarization.md); the grid was tuned for sentence
+#   and the launch settings of recipes/common.sh: NGPUS NNODES UPDATE_FREQ LAUNCHER FP16 DRY_RUN TINY.
+#   The effective batch is Table 7's max tokens x reference_gpus (8) tokens per update; each GPU gets
+#   that / (NGPUS x NNODES x UPDATE_FREQ) tokens, which must be whole and hold a 1024-token article.
+# Flags after DATASET go to fairseq-train last and override the recipe's.
 
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO="$(dirname "$HERE")"
-HPARAMS="$HERE/hparams/summarization.tsv"
+usage() { sed -n '3,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-if [[ $# -lt 3 ]]; then
-    sed -n '3,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
-    exit 2
+[[ $# -ge 1 ]] || die "give a DATASET"
+DATASET=$1
+shift
+TSV=$HPARAMS/summarization.tsv
+head -n 20 "$TSV" | awk -F'\t' -v d="$DATASET" '$1 == "name" { for (i = 2; i < NF; i++) if ($i == d) found = 1 }
+  END { exit !found }' || die "unknown DATASET $DATASET: choose cnn_dm, gigaword or reddit_tifu"
+require_dir DATA_BIN "${DATA_BIN:-}" "the bin/ folder written by preprocess/summarization.py"
+require_file DATA_BIN "$DATA_BIN/train.source-target.source.bin" \
+  "not a binarised summarization set: run preprocess/summarization.py --dataset $DATASET first"
+if [[ "$TINY" != 1 ]]; then
+  require_file BART_PATH "${BART_PATH:-}" "the BART-large checkpoint, model.pt of bart.large.tar.gz"
 fi
-DATASET="$1" DATA_BIN="$2" SAVE_DIR="$3"
-shift 3
+check_launch
+launch_command
+shared_flags
 
-COLUMN="$(awk -F'\t' -v d="$DATASET" '$1 == "name" { for (i = 2; i < NF; i++) if ($i == d) print i }' "$HPARAMS")"
-if [[ -z "$COLUMN" ]]; then
-    echo "error: unknown DATASET '$DATASET': choose cnn_dm, gigaword or reddit_tifu" >&2
-    exit 2
-fi
-hp() {  # hp NAME: the value of NAME for DATASET
-    awk -F'\t' -v k="$1" -v c="$COLUMN" '$1 == k { print $c; found = 1 } END { exit !found }' "$HPARAMS" ||
-        { echo "error: $HPARAMS has no row '$1'" >&2; exit 2; }
-}
+value() { hparam "$TSV" "$1" "$DATASET"; }
 
-if [[ ! -f "$DATA_BIN/dict.source.txt" || ! -f "$DATA_BIN/train.source-target.source.bin" ]]; then
-    echo "error: '$DATA_BIN' is not a binarised summarization set (no dict.source.txt / train.source-target.*):" \
-        "run preprocess/summarization.py first and pass its bin/ folder" >&2
-    exit 2
-fi
-if [[ -z "${BART_PATH:-}" ]]; then
-    echo "error: set BART_PATH to the pre-trained BART checkpoint (e.g. bart.large/model.pt), or BART_PATH=none" \
-        "to train from scratch" >&2
-    exit 2
-fi
-INIT=()
-if [[ "$BART_PATH" != none ]]; then
-    if [[ ! -f "$BART_PATH" ]]; then
-        echo "error: BART_PATH=$BART_PATH does not exist: download bart.large (docs/summarization.md)" >&2
-        exit 2
-    fi
-    INIT=(--restore-file "$BART_PATH" --reset-optimizer --reset-dataloader --reset-meters --reset-lr-scheduler)
+MAX_UPDATE=$(value total_updates) WARMUP=$(value warmup_updates)
+TOKENS_PER_UPDATE=$(($(value max_tokens) * $(value reference_gpus) * $(value reference_update_freq)))
+PER_GPU_TOKENS=$(per_gpu_batch "$TOKENS_PER_UPDATE")
+MODEL_FLAGS=(--arch "$(value arch)" --restore-file "${BART_PATH:-}" --reset-optimizer --reset-dataloader
+  --reset-meters)
+if [[ "$TINY" == 1 ]]; then
+  MODEL_FLAGS=(--arch bart_base --encoder-layers 1 --decoder-layers 1 --encoder-embed-dim 32
+    --decoder-embed-dim 32 --encoder-ffn-embed-dim 64 --decoder-ffn-embed-dim 64 --encoder-attention-heads 2
+    --decoder-attention-heads 2 --max-source-positions 64 --max-target-positions 64)
+  MAX_UPDATE=$TINY_UPDATES WARMUP=1 PER_GPU_TOKENS=512
+elif ((PER_GPU_TOKENS < 1024)); then
+  die "$PER_GPU_TOKENS tokens per GPU step cannot hold a 1024-token article: lower UPDATE_FREQ (the effective batch is $TOKENS_PER_UPDATE tokens)"
 fi
 
-if [[ -z "${NUM_GPUS:-}" ]]; then
-    NUM_GPUS="$( (nvidia-smi -L 2>/dev/null || true) | grep -c '^GPU' || true)"
-    [[ "$NUM_GPUS" -ge 1 ]] || NUM_GPUS=1
+if [[ "${SWEEP:-0}" == 1 ]]; then
+  LAMBDAS=${LAMBDAS:-$(words "$(value r3f_lambda_grid)")}
+  NOISE_TYPES=${NOISE_TYPES:-$(words "$(value noise_type_grid)")}
+else
+  LAMBDAS=${R3F_LAMBDA:-$(value r3f_lambda)}
+  NOISE_TYPES=${NOISE_TYPE:-$(value noise_type)}
 fi
-REFERENCE_BATCH=$(( $(hp reference_gpus) * $(hp reference_update_freq) ))
-if [[ -z "${UPDATE_FREQ:-}" ]]; then
-    if (( REFERENCE_BATCH % NUM_GPUS != 0 )); then
-        echo "error: NUM_GPUS=$NUM_GPUS does not divide the reference $REFERENCE_BATCH GPU-batches per update:" \
-            "use a NUM_GPUS that divides it, or set UPDATE_FREQ yourself (which changes the effective batch)" >&2
-        exit 2
-    fi
-    UPDATE_FREQ=$(( REFERENCE_BATCH / NUM_GPUS ))
-elif (( NUM_GPUS * UPDATE_FREQ != REFERENCE_BATCH )); then
-    echo "note: NUM_GPUS x UPDATE_FREQ = $(( NUM_GPUS * UPDATE_FREQ )) batches of $(hp max_tokens) tokens per" \
-        "update, the reference is $REFERENCE_BATCH" >&2
-fi
-PRECISION=()
-if [[ "${FP16:-1}" == 1 ]]; then
-    PRECISION=(--fp16)
-fi
-UPDATES="$(hp total_updates)"
+NORMALIZATION=${R3F_KL_NORMALIZATION:-$(value r3f_kl_normalization)}
+SEEDS=${SEEDS:-1}
+SAVE_ROOT=${SAVE_ROOT:-runs/summarization}
 
-COMMAND=(
-    fairseq-train "$DATA_BIN" --user-dir "$REPO/fairseq_r3f"
-    "${INIT[@]}"
-    --task translation --source-lang source --target-lang target --truncate-source
-    --arch "$(hp arch)" --layernorm-embedding --share-all-embeddings --share-decoder-input-output-embed
-    --criterion label_smoothed_cross_entropy_r3f --label-smoothing "$(hp label_smoothing)"
-    --r3f-lambda "${R3F_LAMBDA:-$(hp r3f_lambda)}" --noise-type "${NOISE_TYPE:-$(hp noise_type)}"
-    --eps "${EPS:-$(hp eps)}" --r3f-kl-normalization "${R3F_KL_NORMALIZATION:-$(hp r3f_kl_normalization)}"
-    --dropout "$(hp dropout)" --attention-dropout "$(hp attention_dropout)" --weight-decay "$(hp weight_decay)"
-    --optimizer "$(hp optimizer)" --adam-betas "$(hp adam_betas)" --adam-eps "$(hp adam_eps)"
-    --clip-norm "$(hp clip_norm)" --lr-scheduler "$(hp lr_scheduler)" --lr "$(hp lr)"
-    --total-num-update "$UPDATES" --max-update "$UPDATES" --warmup-updates "$(hp warmup_updates)"
-    --max-tokens "$(hp max_tokens)" --update-freq "$UPDATE_FREQ" --distributed-world-size "$NUM_GPUS"
-    --required-batch-size-multiple 1 --skip-invalid-size-inputs-valid-test --find-unused-parameters
-    "${PRECISION[@]}" --no-epoch-checkpoints --save-dir "$SAVE_DIR"
-    "$@"
-)
-if [[ "${DRY_RUN:-0}" == 1 ]]; then
-    printf '%q ' "${COMMAND[@]}"
-    echo
-    exit 0
-fi
-mkdir -p "$SAVE_DIR"
-exec "${COMMAND[@]}"
+echo "# $DATASET: lr $(value lr), $MAX_UPDATE updates ($WARMUP warm-up), $TOKENS_PER_UPDATE tokens per update = $WORLD_SIZE GPU(s) x $PER_GPU_TOKENS x update-freq $UPDATE_FREQ" >&2
+for NOISE in $NOISE_TYPES; do
+  for LAMBDA in $LAMBDAS; do
+    CONFIG=lambda${LAMBDA}_$NOISE
+    [[ "$NORMALIZATION" == sentence ]] || CONFIG=${CONFIG}_per_$NORMALIZATION
+    for SEED in $SEEDS; do
+      [[ "$SEED" =~ ^[0-9]+$ ]] || die "SEEDS=\"$SEEDS\": seeds must be integers"
+      RUN_DIR=$SAVE_ROOT/$DATASET/$CONFIG/seed$SEED
+      META=$(printf '{"dataset": "%s", "config": "%s", "seed": %s, "r3f_lambda": %s, "noise_type": "%s", "r3f_kl_normalization": "%s"}' \
+        "$DATASET" "$CONFIG" "$SEED" "$LAMBDA" "$NOISE" "$NORMALIZATION")
+      run_one "$RUN_DIR" "$META" "${LAUNCH[@]}" "$DATA_BIN" \
+        --task translation --source-lang source --target-lang target --truncate-source "${MODEL_FLAGS[@]}" \
+        --layernorm-embedding --share-all-embeddings --share-decoder-input-output-embed \
+        --criterion label_smoothed_cross_entropy_r3f --label-smoothing "$(value label_smoothing)" \
+        --r3f-lambda "$LAMBDA" --noise-type "$NOISE" --eps "$(value eps)" --r3f-kl-normalization "$NORMALIZATION" \
+        --dropout "$(value dropout)" --attention-dropout "$(value attention_dropout)" \
+        --weight-decay "$(value weight_decay)" --optimizer "$(value optimizer)" --adam-betas "$(value adam_betas)" \
+        --adam-eps "$(value adam_eps)" --clip-norm "$(value clip_norm)" --lr-scheduler "$(value lr_scheduler)" \
+        --lr "$(value lr)" --total-num-update "$MAX_UPDATE" --max-update "$MAX_UPDATE" --warmup-updates "$WARMUP" \
+        --max-tokens "$PER_GPU_TOKENS" --skip-invalid-size-inputs-valid-test \
+        --seed "$SEED" --save-dir "$RUN_DIR" "${SHARED_FLAGS[@]}" "${DIST_FLAGS[@]}" "$@"
+    done
+  done
+done

@@ -105,20 +105,14 @@ def test_preprocess_counts_skips_and_keeps_alignment(prepared):
         assert (out / "bin" / f"{name}.source-target.source.bin").exists()
 
 
-def tiny_recipe_flags(save_dir):
-    """The 'tiny model, CPU' overrides of the recipe, passed after its own flags."""
-    return [str(save_dir), "--cpu", "--arch", "bart_base", *TINY_BART, *NO_DROPOUT, "--max-tokens", "512",
-            "--max-update", "12", "--total-num-update", "12", "--warmup-updates", "2", "--lr", "3e-3",
-            "--log-format", "json", "--log-interval", "1", "--seed", "1", "--num-workers", "0"]
-
-
 def test_recipe_trains_with_r3f_then_generates_and_scores(prepared, tmp_path):
+    """The shipped recipe in its tiny CPU mode; only the regulariser's test settings are overridden."""
     out = prepared["out"]
-    save = tmp_path / "save"
-    proc = run(["bash", RECIPE, "cnn_dm", str(out / "bin"), *tiny_recipe_flags(save),
-                "--eps", "1e-2", "--noise-type", "normal", "--r3f-lambda", "0.1"],
-               BART_PATH="none", FP16="0", NUM_GPUS="1")
-    logs = read_json_log(proc.stdout + proc.stderr)
+    run(["bash", RECIPE, "cnn_dm", *NO_DROPOUT, "--lr", "3e-3", "--eps", "1e-2"],
+        TINY="1", TINY_UPDATES="12", DATA_BIN=str(out / "bin"), SAVE_ROOT=str(tmp_path), R3F_LAMBDA="0.1",
+        NOISE_TYPE="normal")
+    run_dir = tmp_path / "cnn_dm" / "lambda0.1_normal" / "seed1"
+    logs = read_json_log((run_dir / "train.log").read_text())
     steps = logs["train_inner"]
     assert len(steps) == 12
     # dropout is 0: the only difference between the two forwards is the noise on the encoder's embeddings
@@ -129,7 +123,7 @@ def test_recipe_trains_with_r3f_then_generates_and_scores(prepared, tmp_path):
     evaluation = tmp_path / "eval"
     encoder_json, vocab_bpe, _ = prepared["bpe"]
     proc = run([sys.executable, "-m", "fairseq_r3f.evaluation.rouge", "--dataset", "cnn_dm",
-                "--checkpoint", str(save / "checkpoint_last.pt"), "--data-bin", str(out / "bin"),
+                "--checkpoint", str(run_dir / "checkpoint_last.pt"), "--data-bin", str(out / "bin"),
                 "--references", str(out / "raw" / "test.target"), "--encoder-json", encoder_json,
                 "--vocab-bpe", vocab_bpe, "--output-dir", str(evaluation), "--workers", "1",
                 "--", "--min-len", "1", "--max-len-b", "20", "--beam", "2"])
@@ -147,12 +141,10 @@ def test_recipe_trains_with_r3f_then_generates_and_scores(prepared, tmp_path):
 
 def test_lambda_zero_through_the_cli_equals_the_parent_criterion(prepared, tmp_path):
     common = [str(prepared["out"] / "bin"), "--user-dir", USER_DIR, "--task", "translation", "--source-lang",
-              "source", "--target-lang", "target", "--truncate-source", "--label-smoothing", "0.1",
-              "--report-accuracy", "--optimizer", "adam", "--lr", "1e-3", "--max-tokens", "512",
-              "--required-batch-size-multiple", "1", "--no-save", *tiny_recipe_flags(tmp_path)[1:]]
-    common[common.index("--max-update") + 1] = "4"
-    at = common.index("--total-num-update")  # polynomial_decay's flag; the default scheduler here is fixed
-    del common[at:at + 2]
+              "source", "--target-lang", "target", "--truncate-source", "--arch", "bart_base", *TINY_BART,
+              *NO_DROPOUT, "--label-smoothing", "0.1", "--report-accuracy", "--optimizer", "adam", "--lr", "1e-3",
+              "--max-tokens", "512", "--required-batch-size-multiple", "1", "--max-update", "4", "--no-save",
+              "--cpu", "--num-workers", "0", "--seed", "1", "--log-format", "json", "--log-interval", "1"]
     _, parent = run_fairseq("train", common + ["--criterion", "label_smoothed_cross_entropy"])
     _, r3f = run_fairseq("train", common + ["--criterion", "label_smoothed_cross_entropy_r3f", "--r3f-lambda", "0"])
     strip = lambda record: {k: v for k, v in record.items() if not k.endswith(("wps", "ups", "wall"))}  # noqa: E731
@@ -164,24 +156,31 @@ def test_lambda_zero_through_the_cli_equals_the_parent_criterion(prepared, tmp_p
 def test_recipe_keeps_the_effective_batch_and_checks_inputs(prepared, tmp_path):
     bin_dir = str(prepared["out"] / "bin")
     hparams = rouge.read_hparams()["gigaword"]
-    proc = run(["bash", RECIPE, "gigaword", bin_dir, str(tmp_path)], BART_PATH="none", NUM_GPUS="2", DRY_RUN="1")
-    command = proc.stdout.split()
-    value = lambda flag: command[command.index(flag) + 1]  # noqa: E731
-    assert int(value("--update-freq")) * 2 == int(hparams["reference_gpus"]) * int(hparams["reference_update_freq"])
-    assert value("--max-tokens") == hparams["max_tokens"] == "2048"
-    assert value("--max-update") == value("--total-num-update") == hparams["total_updates"] == "200000"
-    assert value("--warmup-updates") == "5000" and value("--lr") == "3e-05" and "--fp16" in command
+    checkpoint = tmp_path / "model.pt"
+    checkpoint.write_bytes(b"")
+    tokens = int(hparams["max_tokens"]) * int(hparams["reference_gpus"]) * int(hparams["reference_update_freq"])
+    for gpus, update_freq in (("1", "8"), ("2", "2"), ("8", "1")):
+        proc = run(["bash", RECIPE, "gigaword", "--keep-last-epochs", "1"], DATA_BIN=bin_dir, BART_PATH=str(checkpoint),
+                   NGPUS=gpus, UPDATE_FREQ=update_freq, DRY_RUN="1")
+        command = proc.stdout.split()
+        value = lambda flag: command[command.index(flag) + 1]  # noqa: E731
+        assert int(value("--max-tokens")) * int(gpus) * int(update_freq) == tokens == 16384
+        assert value("--update-freq") == update_freq and command[-2:] == ["--keep-last-epochs", "1"]
+        assert value("--max-update") == value("--total-num-update") == hparams["total_updates"] == "200000"
+        assert value("--warmup-updates") == "5000" and value("--lr") == "3e-05" and "--fp16" in command
+        assert value("--criterion") == "label_smoothed_cross_entropy_r3f" and value("--clip-norm") == "0.1"
     bad = [
-        (dict(BART_PATH="none", NUM_GPUS="3"), ["gigaword", bin_dir, "s"], "does not divide"),
-        (dict(BART_PATH="none"), ["xsum", bin_dir, "s"], "unknown DATASET"),
-        (dict(BART_PATH="none"), ["cnn_dm", str(tmp_path), "s"], "run preprocess/summarization.py"),
-        (dict(), ["cnn_dm", bin_dir, "s"], "set BART_PATH"),
-        (dict(BART_PATH=str(tmp_path / "model.pt")), ["cnn_dm", bin_dir, "s"], "does not exist"),
+        (dict(NGPUS="3"), "gigaword", "not divisible"),
+        (dict(UPDATE_FREQ="16"), "cnn_dm", "cannot hold a 1024-token article"),
+        (dict(), "xsum", "unknown DATASET"),
+        (dict(DATA_BIN=str(tmp_path)), "cnn_dm", "run preprocess/summarization.py"),
+        (dict(BART_PATH=""), "cnn_dm", "BART_PATH is not set"),
+        (dict(BART_PATH=str(tmp_path / "missing.pt")), "cnn_dm", "no such file"),
     ]
-    for env, args, message in bad:
-        env = {"BART_PATH": "", **env}
-        proc = run(["bash", RECIPE, *args], check=False, DRY_RUN="1", **env)
-        assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr)
+    for env, dataset, message in bad:
+        env = {"DATA_BIN": bin_dir, "BART_PATH": str(checkpoint), "DRY_RUN": "1", **env}
+        proc = run(["bash", RECIPE, dataset], check=False, **env)
+        assert proc.returncode == 2 and message in proc.stderr, (env, proc.stderr)
 
 
 def preprocess(raw, out, bpe, *extra):
