@@ -383,9 +383,11 @@ def test_dry_run_sweep_covers_table_6_for_every_seed(glue_data, tmp_path):
 def glue_runs(glue_data, tmp_path_factory):
     save = tmp_path_factory.mktemp("runs")
     common = {"DATA_DIR": glue_data["bin"], "TINY": 1, "SAVE_ROOT": save}
-    for method in ("std", "std++", "r3f", "r4f"):
-        run_recipe(GLUE_SH, ["RTE", method], SEEDS="1 2", **common)
-    run_recipe(GLUE_SH, ["RTE", "r3f"], SEEDS="3", SWEEP=1, LAMBDAS="0.1 5.0", NOISE_TYPES="uniform normal", **common)
+    # Kept small for the CPU: two seeds where the median must differ from the max, a two-point sweep (the
+    # full grid is checked by dry run above).
+    for method, seeds in (("std", "1 2"), ("std++", "1"), ("r3f", "1 2"), ("r4f", "1")):
+        run_recipe(GLUE_SH, ["RTE", method], SEEDS=seeds, **common)
+    run_recipe(GLUE_SH, ["RTE", "r3f"], SEEDS="1", SWEEP=1, LAMBDAS="0.1 5.0", NOISE_TYPES="normal", **common)
     for task in ("MNLI", "QQP", "CoLA", "STS-B"):
         run_recipe(GLUE_SH, [task, "r3f"], SEEDS="1", **common)
     out = save / "results"
@@ -403,10 +405,9 @@ def _valid_records(run_dir):
 
 def test_tiny_runs_cover_methods_seeds_and_the_sweep(glue_data, glue_runs):
     save = glue_runs["save"]
-    expected = [f"RTE/{m}/{c}/seed{s}" for m, c in (("std", "default"), ("std++", "default"),
-                                                    ("r3f", "lambda1.0_uniform"), ("r4f", "lambda1.0_uniform"))
-                for s in (1, 2)]
-    expected += [f"RTE/r3f/lambda{l}_{n}/seed3" for l in ("0.1", "5.0") for n in ("uniform", "normal")]
+    expected = ["RTE/std/default/seed1", "RTE/std/default/seed2", "RTE/std++/default/seed1",
+                "RTE/r3f/lambda1.0_uniform/seed1", "RTE/r3f/lambda1.0_uniform/seed2", "RTE/r4f/lambda1.0_uniform/seed1",
+                "RTE/r3f/lambda0.1_normal/seed1", "RTE/r3f/lambda5.0_normal/seed1"]
     for run in expected:
         folder = save / run
         assert (folder / "done").exists(), run
@@ -447,22 +448,22 @@ def test_results_table_and_figure_from_the_runs(glue_runs):
         return [best_validation(_valid_records(save / f"RTE/{method}/{config}/seed{s}"), GLUE_COLUMNS["RTE"][1])[0]
                 for s in seeds]
 
-    for method, name in (("std", "STD"), ("std++", "STD++"), ("r4f", "R4F")):
+    for method, name, seeds in (("std", "STD", (1, 2)), ("std++", "STD++", (1,)), ("r4f", "R4F", (1,))):
         config = "default" if method.startswith("std") else "lambda1.0_uniform"
-        scores = rte(method, config, (1, 2))
+        scores = rte(method, config, seeds)
         assert rows[name].split(" | ")[3] == f"{max(scores):.1f}"
         median_row = [line for line in median_half.splitlines() if line.startswith(f"| {name} |")][0]
         assert median_row.split(" | ")[3] == f"{statistics.median(scores):.1f}"
     # R3F: the configuration with the best median over its seeds is the one shown.
-    configs = {c: rte("r3f", c, (1, 2) if c == "lambda1.0_uniform" else (3,))
-               for c in ["lambda1.0_uniform"] + [f"lambda{l}_{n}" for l in ("0.1", "5.0") for n in ("uniform", "normal")]}
+    configs = {c: rte("r3f", c, (1, 2) if c == "lambda1.0_uniform" else (1,))
+               for c in ("lambda1.0_uniform", "lambda0.1_normal", "lambda5.0_normal")}
     best = max(configs.values(), key=lambda s: (statistics.median(s), max(s)))
     assert rows["R3F"].split(" | ")[3] == f"{max(best):.1f}"
     mnli = best_validation(_valid_records(save / "MNLI/r3f/lambda1.0_uniform/seed1"), GLUE_COLUMNS["MNLI"][1])
     assert rows["R3F"].split(" | ")[1] == f"{mnli[0]:.1f}/{mnli[1]:.1f}"
     assert rows["STD"].split(" | ")[1] == "-"  # no STD run on MNLI
     runs = open(out / "runs.tsv").read().splitlines()
-    assert len(runs) == 1 + 12 + 4
+    assert len(runs) == 1 + 8 + 4
     with open(out / "figure2.png", "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert os.path.getsize(out / "figure2.png") > 5000

@@ -192,8 +192,15 @@ def glue_main(args) -> None:
     print(f"wrote {out}/table2.md, runs.tsv, results.json, figure2.png")
 
 
-def validate_checkpoint(checkpoint: str, data: str, subsets: List[str], batch_size: int, cpu: bool) -> Dict[str, float]:
-    """Accuracy (percent) per subset from fairseq-validate, every example scored."""
+def subset_size(data: str, subset: str) -> int:
+    from fairseq.data import indexed_dataset
+
+    return len(indexed_dataset.MMapIndexedDataset(os.path.join(data, "label", subset)))
+
+
+def validate_checkpoint(checkpoint: str, data: str, subsets: List[str], batch_size: int, cpu: bool):
+    """{subset: (accuracy in percent, examples scored)} from fairseq-validate; fails unless every example of
+    every subset was scored."""
     from fairseq_r3f.toy_data import fairseq_command
 
     user_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -212,7 +219,11 @@ def validate_checkpoint(checkpoint: str, data: str, subsets: List[str], batch_si
         found = [r for r in records.get(subset, []) if isinstance(r.get(f"{subset}_accuracy"), float)]
         if not found:
             raise ResultsError(f"fairseq-validate logged no accuracy for {subset} of {checkpoint}")
-        scores[subset] = found[-1][f"{subset}_accuracy"]
+        # bsz of the one aggregate over the whole subset is the number of sentences scored.
+        scored, size = int(found[-1].get(f"{subset}_bsz", -1)), subset_size(data, subset)
+        if scored != size:
+            raise ResultsError(f"fairseq-validate scored {scored} of the {size} examples of {subset}")
+        scores[subset] = (found[-1][f"{subset}_accuracy"], scored)
     return scores
 
 
@@ -237,10 +248,11 @@ def xnli_main(args) -> None:
         if not os.path.isfile(checkpoint):
             raise ResultsError(f"--checkpoint {checkpoint}: no such file")
     subsets = [f"{args.split}_{lang}" for lang in languages]
-    rows = []
+    rows, scored = [], {}
     for checkpoint in args.checkpoint:
         scores = validate_checkpoint(checkpoint, args.data, subsets, args.batch_size, args.cpu)
-        rows.append((checkpoint, {lang: scores[f"{args.split}_{lang}"] for lang in languages}))
+        rows.append((checkpoint, {lang: scores[f"{args.split}_{lang}"][0] for lang in languages}))
+        scored = {lang: scores[f"{args.split}_{lang}"][1] for lang in languages}
     if len(rows) > 1:
         rows.append((f"mean of {len(rows)}", {lang: statistics.mean(r[1][lang] for r in rows) for lang in languages}))
     table = xnli_table(rows, languages)
@@ -250,7 +262,8 @@ def xnli_main(args) -> None:
         with open(os.path.join(args.out, "table3.md"), "w") as f:
             f.write(table)
         with open(os.path.join(args.out, "xnli.json"), "w") as f:
-            json.dump({"split": args.split, "rows": [{"model": n, "accuracy": s} for n, s in rows]}, f, indent=1)
+            json.dump({"split": args.split, "rows": [{"model": n, "accuracy": s, "scored": scored} for n, s in rows]},
+                      f, indent=1)
 
 
 def main(argv=None) -> int:
