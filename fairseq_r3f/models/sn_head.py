@@ -8,7 +8,8 @@ tanh is 1-Lipschitz, so dividing both matrices by their largest singular value m
 vector in a buffer ``u``. torch's spectral_norm renames the matrix to ``weight_orig``; RoBERTa's and BART's
 ``upgrade_state_dict_named`` then find no ``out_proj.weight`` and every reload (resume, fairseq-validate,
 the hub) fails with a KeyError. With ``weight`` kept, checkpoints load everywhere, and a checkpoint of a
-plain head loads into a normalised one (``u`` is then computed from the loaded matrix).
+plain head loads into a normalised one (``u`` is then computed from the loaded matrix, see
+:func:`add_missing_power_iteration_vectors`).
 """
 
 import torch
@@ -69,10 +70,18 @@ class SpectralNormLinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.normalized_weight(), self.bias)
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        if prefix + "u" not in state_dict and prefix + "weight" in state_dict:
-            state_dict[prefix + "u"] = self._converged_u(state_dict[prefix + "weight"])
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def add_missing_power_iteration_vectors(state_dict, prefix: str) -> None:
+    """Gives every head matrix of a checkpoint without ``u`` (a plain, non-R4F head) the converged vector
+    of its own matrix. Must run before RoBERTa's/BART's upgrade, which would otherwise fill in the ``u`` of
+    the freshly initialised head, a vector for another matrix."""
+    heads = prefix + "classification_heads."
+    for key in list(state_dict):
+        if key.startswith(heads) and key.endswith((".dense.weight", ".out_proj.weight")):
+            u_key = key[: -len("weight")] + "u"
+            if u_key not in state_dict:
+                state_dict[u_key] = SpectralNormLinear._converged_u(state_dict[key]).to(state_dict[key])
 
 
 def spectrally_normalise_head(head: nn.Module) -> nn.Module:
