@@ -160,3 +160,10 @@ def test_weights_only_safety_stays_on_for_everything_else(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.split() == ["False", "True", "False"]
+
+
+def test_fairseqs_own_spectral_norm_flag_is_refused_with_the_sn_architectures(toy_task, tmp_path):
+    proc, _ = run_fairseq("train", train_args(toy_task, str(tmp_path), "--spectral-norm-classification-head",
+                                              arch="roberta_sn_base"), check=False)
+    assert proc.returncode != 0
+    assert "--spectral-norm-classification-head cannot be combined with the *_sn_* architectures" in proc.stderr

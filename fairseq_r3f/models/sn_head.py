@@ -30,12 +30,13 @@ class SpectralNormLinear(nn.Linear):
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> "SpectralNormLinear":
-        if not type(linear) is nn.Linear:
-            raise TypeError(
-                f"expected a plain nn.Linear to normalise, got {type(linear).__name__}; is fairseq's "
-                f"--spectral-norm-classification-head also set? Drop it: the *_sn_* architectures "
-                f"normalise the whole head themselves"
+        if hasattr(linear, "weight_orig"):  # torch's spectral_norm, from fairseq's own flag
+            raise ValueError(
+                "--spectral-norm-classification-head cannot be combined with the *_sn_* architectures, which "
+                "normalise every matrix of the head themselves: drop the flag"
             )
+        if type(linear) is not nn.Linear:
+            raise TypeError(f"expected an nn.Linear in the classification head, got {type(linear).__name__}")
         layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None)
         layer.weight = linear.weight
         layer.bias = linear.bias
