@@ -71,7 +71,7 @@ class NoisedForward:
         if not self._warned_rounding and self.noise_type != "none" and self.noise_scale > 0:
             self._warned_rounding = True  # one host sync, on the first update only
             kept = float(stats.changed) / max(float(stats.total), 1.0)
-            if kept < 0.5:
+            if kept < 0.9:
                 logger.warning(
                     f"only {100 * kept:.0f}% of token-embedding entries changed after adding noise of "
                     f"scale {self.noise_scale} in the model's dtype; the logged noise_kept tracks this "
