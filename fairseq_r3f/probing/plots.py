@@ -1,8 +1,11 @@
 """The three figures, in the layout of the paper's Figures 3 to 5, from a driver's results dictionary."""
 
+import logging
 from typing import Dict, List
 
-import matplotlib
+logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq's import leaves the root logger at DEBUG
+
+import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")  # files only; no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
