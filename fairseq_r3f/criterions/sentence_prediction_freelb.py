@@ -98,7 +98,7 @@ class SentencePredictionFreeLBCriterion(SentencePredictionCriterion):
             no_sync = model.no_sync() if (not last and hasattr(model, "no_sync")) else contextlib.nullcontext()
             with no_sync:
                 with torch.autograd.profiler.record_function("forward"):
-                    with torch.cuda.amp.autocast(enabled=autocast):
+                    with torch.autocast("cuda", enabled=autocast):
                         with perturbed_token_embeddings(model, fixed(delta)):
                             loss, sample_size, log = super().forward(model, sample)
                 if ignore_grad:

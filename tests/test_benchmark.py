@@ -1,0 +1,76 @@
+"""The cost benchmark counts the passes of Table 1 on a real (tiny) fairseq training step. Timings are
+printed, never asserted."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from fairseq_r3f.benchmark import table
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def benchmark(*args):
+    return subprocess.run([sys.executable, "-m", "fairseq_r3f.benchmark", *args], capture_output=True, text=True,
+                          cwd=REPO, env=ENV)
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    plot = tmp_path_factory.mktemp("bench") / "cost.png"
+    proc = benchmark("--size", "tiny", "--vocab", "64", "--seq-len", "16", "--batch-size", "4", "--repeats", "1",
+                     "--device", "cpu", "--json", "--plot", str(plot))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout), plot
+
+
+def test_counts_passes_per_update(result):
+    result, _ = result
+    counted = {row["method"]: (row["fp"], row["bp"], row["bp_graphs"]) for row in result["methods"]}
+    assert counted == {
+        "STD": (1, 1, 1),
+        # one backward, through the clean and the noised graph
+        "R3F": (2, 1, 2),
+        "R4F": (2, 1, 2),
+        "R3F-batched": (1, 1, 1),
+        # clean forward, K ascent forward/backward (to delta only), the final forward, one backward through
+        # clean and adversarial graphs: one forward more than Table 1's 1 + S
+        "SMART K=1": (3, 2, 3),
+        "SMART K=2": (4, 3, 4),
+        # K + 1 forward-backward passes: Table 1's 1 + S
+        "FreeLB K=1": (2, 2, 2),
+        "FreeLB K=3": (4, 4, 4),
+    }
+    paper = {row["method"]: (row["paper_fp"], row["paper_bp"], row["paper_xfp"]) for row in result["methods"]}
+    assert paper["STD"] == (1, 1, 3) and paper["R3F"] == (2, 1, 4) and paper["SMART K=2"] == (3, 3, 9)
+    assert [row["arch"] for row in result["methods"]][:3] == ["roberta_base", "roberta_base", "roberta_sn_base"]
+
+
+def test_reports_device_ratios_memory_and_plot(result):
+    result, plot = result
+    assert result["device"].startswith("cpu")
+    rows = {row["method"]: row for row in result["methods"]}
+    assert rows["STD"]["time_ratio"] == 1.0 and rows["STD"]["memory_ratio"] == 1.0
+    for row in result["methods"]:
+        assert len(row["times_ms"]) == 1 and row["ms_per_update"] > 0 and row["peak_mb"] > 0
+    # keeping the noised graph for the backward costs memory that FreeLB, which frees each pass, does not
+    assert rows["R3F"]["peak_mb"] > rows["FreeLB K=3"]["peak_mb"]
+    check = result["batched_r3f"]["check"]
+    assert check["loss_rel_diff"] < 1e-5 and check["grad_rel_diff"] < 1e-4
+    assert 0 < result["noise_sampling"]["ms"]
+    with open(plot, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    printed = table(result)
+    for name in rows:
+        assert name in printed
+    assert "device: cpu" in printed
+
+
+def test_methods_must_start_with_std():
+    proc = benchmark("--size", "tiny", "--methods", "R3F,STD", "--plot", "")
+    assert proc.returncode != 0
+    assert "--methods must start with STD" in proc.stderr
