@@ -166,6 +166,20 @@ def test_padding_target_positions_contribute_nothing():
         assert symmetric_kl(clean[0], changed) > kl
 
 
+def test_ignored_prefix_positions_contribute_nothing():
+    task = tiny_task()
+    model = tiny_model("mbart_base", task)
+    sample = tiny_sample(task)
+    crit = criterion(task, ignore_prefix_size=1)
+    with torch.no_grad():
+        clean = model(**sample["net_input"])
+        noised = clean[0] + torch.randn_like(clean[0])
+        kl = crit.symm_kl(model, clean, (noised, None), sample)
+        noised[:, 0] = torch.randn_like(noised[:, 0]) * 10
+        assert crit.symm_kl(model, clean, (noised, None), sample) == kl
+        assert criterion(task).symm_kl(model, clean, (noised, None), sample) > kl
+
+
 def test_kl_is_computed_in_fp32_from_half_logits():
     task = tiny_task()
     model = tiny_model("bart_base", task)
