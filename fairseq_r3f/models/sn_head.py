@@ -90,3 +90,16 @@ def spectrally_normalise_head(head: nn.Module) -> nn.Module:
     head.dense = SpectralNormLinear.from_linear(head.dense)
     head.out_proj = SpectralNormLinear.from_linear(head.out_proj)
     return head
+
+
+class SpectrallyNormalisedHeads:
+    """Mixin for a fairseq model with ``classification_heads`` (RoBERTa, BART): every head it registers is
+    spectrally normalised, and checkpoints of plain heads load into it."""
+
+    def register_classification_head(self, name, num_classes=None, inner_dim=None, **kwargs):
+        super().register_classification_head(name, num_classes, inner_dim, **kwargs)
+        spectrally_normalise_head(self.classification_heads[name])
+
+    def upgrade_state_dict_named(self, state_dict, name):
+        add_missing_power_iteration_vectors(state_dict, name + "." if name else "")
+        super().upgrade_state_dict_named(state_dict, name)
