@@ -136,6 +136,23 @@ def drop_empty(pairs: Dict[str, List[Tuple[str, str]]], on_empty: str, report: D
     return kept
 
 
+def check_bpe_files(encoder_json: str, vocab_bpe: str) -> None:
+    """Catches swapped or wrong BPE files here, with a message, rather than as a traceback in a worker."""
+    try:
+        with open(encoder_json, encoding="utf-8") as f:
+            encoder = json.load(f)
+    except ValueError:
+        encoder = None
+    if not (isinstance(encoder, dict) and all(isinstance(i, int) for i in encoder.values())):
+        raise DataError(f"--encoder-json {encoder_json} is not a GPT-2 encoder.json (a JSON object of token -> id): "
+                        f"pass BART's encoder.json")
+    with open(vocab_bpe, encoding="utf-8") as f:
+        merges = f.read().split("\n")[1:-1]  # the first line is a '#version' header
+    if not merges or any(len(merge.split()) != 2 for merge in merges):
+        raise DataError(f"--vocab-bpe {vocab_bpe} is not a GPT-2 vocab.bpe (a header line, then one merge "
+                        f"'a b' per line): pass BART's vocab.bpe")
+
+
 _ENCODER = None
 
 
@@ -191,13 +208,17 @@ def main(argv=None) -> int:
         for path, what in ((args.encoder_json, "--encoder-json"), (args.vocab_bpe, "--vocab-bpe"), (args.dict, "--dict")):
             _require(path, f"{what} file", "Download the GPT-2 BPE files and the BART dict.txt as described in "
                      "docs/summarization.md and pass their paths.")
+        check_bpe_files(args.encoder_json, args.vocab_bpe)
         report: Dict = {"dataset": args.dataset}
         if args.dataset == "cnn_dm":
             pairs = read_cnn_dm(args.raw_dir)
         elif args.dataset == "gigaword":
             pairs = read_gigaword(args.raw_dir)
         else:
-            fractions = [float(x) for x in args.split_fractions.split(",")]
+            try:
+                fractions = [float(x) for x in args.split_fractions.split(",")]
+            except ValueError:
+                fractions = []
             if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-6:
                 raise DataError(f"--split-fractions must be three positive numbers summing to 1, got "
                                 f"{args.split_fractions!r}")

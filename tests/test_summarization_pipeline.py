@@ -199,6 +199,8 @@ def test_preprocess_refuses_bad_inputs(prepared, tmp_path):
     assert proc.returncode == 2 and "has 8 lines but" in proc.stderr and "val.target has 7" in proc.stderr
     proc = preprocess(raw, tmp_path / "o", (bpe[0], bpe[1], str(tmp_path / "missing.txt")), "--dataset", "cnn_dm")
     assert proc.returncode == 2 and "--dict file not found" in proc.stderr
+    proc = preprocess(prepared["raw"], tmp_path / "o", (bpe[1], bpe[0], bpe[2]), "--dataset", "cnn_dm")
+    assert proc.returncode == 2 and "is not a GPT-2 encoder.json" in proc.stderr
     proc = preprocess(prepared["raw"], tmp_path / "o", bpe, "--dataset", "cnn_dm", "--on-empty", "error")
     assert proc.returncode == 2 and "train example 6 has an empty target" in proc.stderr
     proc = preprocess(raw, tmp_path / "o", bpe, "--dataset", "gigaword")
