@@ -35,6 +35,14 @@ KL_NORMALIZATIONS = ("sentence", "token")
 
 @dataclass
 class LabelSmoothedCrossEntropyR3FConfig(LabelSmoothedCrossEntropyCriterionConfig, R3FConfig):
+    r3f_lambda: float = field(
+        default=0.01,
+        metadata={
+            "help": "weight lambda of the symmetric KL between the decoder's outputs on clean and on noised "
+            "encoder token embeddings (R3F); the paper's summarization grid is 0.001, 0.01, 0.1; 0 turns the "
+            "term off and skips the noised forward entirely"
+        },
+    )
     r3f_kl_normalization: ChoiceEnum(KL_NORMALIZATIONS) = field(
         default="sentence",
         metadata={
@@ -57,7 +65,7 @@ class LabelSmoothedCrossEntropyR3FCriterion(LabelSmoothedCrossEntropyCriterion):
         label_smoothing,
         ignore_prefix_size=0,
         report_accuracy=False,
-        r3f_lambda=1.0,
+        r3f_lambda=0.01,
         eps=1e-5,
         noise_type="uniform",
         r3f_kl_normalization="sentence",
