@@ -265,3 +265,41 @@ def test_retention_driver(tmp_path, glue_root):
     assert results["summary"]["std++"]["QNLI"][1]["n"] == 1
     image = assert_png(work / "retention.png")
     assert image.shape[1] > image.shape[0]  # the panels side by side
+
+
+def test_best_metric_of_a_resumed_run_and_method_overrides():
+    from fairseq_r3f.probing.methods import GlueHparams, builtin_methods, parse_method_overrides, sn_arch
+    from fairseq_r3f.probing.runner import _best_metric
+
+    # A resumed fine-tuning logs fairseq's running best (restored from its checkpoint) beside this attempt's.
+    log = "\n".join(f'2026 | INFO | valid | {{"valid_accuracy": "{a}", "valid_best_accuracy": "{b}"}}'
+                    for a, b in (("61.0", "70.5"), ("64.0", "70.5")))
+    assert _best_metric(log, "accuracy") == (70.5, [61.0, 64.0])
+    assert _best_metric('x | valid | {"valid_mcc": "0.25"}', "mcc") == (0.25, [0.25])
+
+    assert sn_arch("roberta_large") == "roberta_sn_large" and sn_arch("bart_base") == "bart_sn_base"
+    with pytest.raises(ValueError, match="roberta_sn_"):
+        sn_arch("transformer")
+    methods = parse_method_overrides(["r4f=--criterion sentence_prediction_r3f --r3f-lambda 0.5", "mine=--foo 1"],
+                                     builtin_methods(GlueHparams.load().shared))
+    assert methods["r4f"].train_flags("roberta_base")[-2:] == ["--arch", "roberta_sn_base"]
+    assert methods["mine"].train_flags("roberta_base") == ["--foo", "1"]
+    with pytest.raises(ValueError, match="NAME=FLAGS"):
+        parse_method_overrides(["r3f"], methods)
+
+
+def test_figures_with_several_seeds_and_missing_points(tmp_path):
+    from fairseq_r3f.probing import plots
+
+    rows = [{"method": m, "seed": s, "probe_task": t, "metric": None if (t, c) == ("SST-2", 1) else 50.0 + s + c,
+             "cycle": c, "position": c}
+            for m in ("std++", "r4f") for s in (1, 2) for t in ("SST-2", "QNLI") for c in (1, 2)]
+    plots.generalisation({"rows": rows, "probe_tasks": ["SST-2", "QNLI"], "source": "SST-2",
+                          "metric_names": {"SST-2": "accuracy", "QNLI": "accuracy"}}, ["std++", "r4f"],
+                         str(tmp_path / "g.png"))
+    plots.degradation({"rows": rows, "chain": ["SST-2", "QNLI"], "probe_task": "SST-2", "metric_name": "accuracy"},
+                      ["std++", "r4f"], str(tmp_path / "d.png"))
+    plots.retention({"rows": rows, "chain": ["SST-2", "QNLI"], "cycles": 2,
+                     "metric_names": {"SST-2": "accuracy", "QNLI": "mcc"}}, ["std++", "r4f"], str(tmp_path / "r.png"))
+    for name in ("g", "d", "r"):
+        assert_png(tmp_path / f"{name}.png")
