@@ -44,8 +44,8 @@ value() { hparam "$TSV" "$1" "$DATASET"; }
 MAX_UPDATE=$(value total_updates) WARMUP=$(value warmup_updates)
 TOKENS_PER_UPDATE=$(($(value max_tokens) * $(value reference_gpus) * $(value reference_update_freq)))
 PER_GPU_TOKENS=$(per_gpu_batch "$TOKENS_PER_UPDATE")
-MODEL_FLAGS=(--arch "$(value arch)" --restore-file "${BART_PATH:-}" --reset-optimizer --reset-dataloader
-  --reset-meters)
+# --finetune-from-model loads BART only when the run has no checkpoint_last.pt: a restarted run resumes
+MODEL_FLAGS=(--arch "$(value arch)" --finetune-from-model "${BART_PATH:-}")
 if [[ "$TINY" == 1 ]]; then
   MODEL_FLAGS=(--arch bart_base --encoder-layers 1 --decoder-layers 1 --encoder-embed-dim 32
     --decoder-embed-dim 32 --encoder-ffn-embed-dim 64 --decoder-ffn-embed-dim 64 --encoder-attention-heads 2

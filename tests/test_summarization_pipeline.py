@@ -169,6 +169,7 @@ def test_recipe_keeps_the_effective_batch_and_checks_inputs(prepared, tmp_path):
         assert value("--max-update") == value("--total-num-update") == hparams["total_updates"] == "200000"
         assert value("--warmup-updates") == "5000" and value("--lr") == "3e-05" and "--fp16" in command
         assert value("--criterion") == "label_smoothed_cross_entropy_r3f" and value("--clip-norm") == "0.1"
+        assert value("--finetune-from-model") == str(checkpoint)  # and a restarted run resumes its own
     bad = [
         (dict(NGPUS="3"), "gigaword", "not divisible"),
         (dict(UPDATE_FREQ="16"), "cnn_dm", "cannot hold a 1024-token article"),
