@@ -38,15 +38,21 @@ die() {
   exit 2
 }
 
-# hparam FILE ROW COLUMN: one value of a tab-separated table whose first line (after # comments) is a header.
+# hparam FILE ROW COLUMN: prints one value of a tab-separated table whose first line (after # comments) is a
+# header. Inside $(...) a missing value only ends the subshell: prefer hparam_set, which stops the script.
 hparam() {
-  local value
-  value=$(awk -F'\t' -v row="$2" -v col="$3" '
+  awk -F'\t' -v row="$2" -v col="$3" '
     /^#/ || NF == 0 { next }
     !seen { for (i = 1; i <= NF; i++) idx[$i] = i; seen = 1; next }
     $1 == row && (col in idx) { print $idx[col]; found = 1; exit }
-    END { if (!found) exit 1 }' "$1") || { echo "error: $1 has no value for $2 / $3" >&2; exit 2; }
-  printf '%s' "$value"
+    END { if (!found) exit 1 }' "$1" || { echo "error: $1 has no value for $2 / $3" >&2; exit 2; }
+}
+
+# hparam_set VARIABLE FILE ROW COLUMN: sets VARIABLE to that value; a missing value stops the script.
+hparam_set() {
+  local value
+  value=$(hparam "$2" "$3" "$4") || exit 2
+  printf -v "$1" '%s' "$value"
 }
 
 require_file() {  # VARIABLE PATH WHAT

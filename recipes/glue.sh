@@ -51,19 +51,26 @@ check_launch
 launch_command
 shared_flags
 
-task_value() { hparam "$TASKS_TSV" "$TASK" "$1"; }
-glue_value() { hparam "$GLUE_TSV" "$1" value; }
+task_value() { hparam_set "$1" "$TASKS_TSV" "$TASK" "$2"; }
+glue_value() { hparam_set "$1" "$GLUE_TSV" "$2" value; }
 
-NUM_CLASSES=$(task_value num_classes)
-METRIC=$(task_value metric)
+task_value NUM_CLASSES num_classes
+task_value METRIC metric
 if [[ "$METHOD" == std ]]; then
-  LR=$(task_value std_lr) MAX_UPDATE=$(task_value std_max_update) BATCH=$(task_value std_batch_size)
-  WARMUP=$(task_value std_warmup_updates) WEIGHT_DECAY=$(glue_value std_weight_decay)
-  METHOD_FLAGS=(--max-epoch "$(glue_value std_max_epoch)")
+  task_value LR std_lr
+  task_value MAX_UPDATE std_max_update
+  task_value BATCH std_batch_size
+  task_value WARMUP std_warmup_updates
+  glue_value WEIGHT_DECAY std_weight_decay
+  glue_value MAX_EPOCH std_max_epoch
+  METHOD_FLAGS=(--max-epoch "$MAX_EPOCH")
 else
-  LR=$(task_value lr) MAX_UPDATE=$(task_value max_update) BATCH=$(task_value batch_size)
-  WARMUP=$(awk -v r="$(glue_value warmup_ratio)" -v m="$MAX_UPDATE" 'BEGIN { printf "%d", r * m }')
-  WEIGHT_DECAY=$(glue_value weight_decay)
+  task_value LR lr
+  task_value MAX_UPDATE max_update
+  task_value BATCH batch_size
+  glue_value WARMUP_RATIO warmup_ratio
+  WARMUP=$(awk -v r="$WARMUP_RATIO" -v m="$MAX_UPDATE" 'BEGIN { printf "%d", r * m }')
+  glue_value WEIGHT_DECAY weight_decay
   METHOD_FLAGS=()
 fi
 case "$METHOD" in
@@ -82,7 +89,7 @@ case "$TASK" in
   *) TASK_FLAGS=() ;;
 esac
 PER_GPU_BATCH=$(per_gpu_batch "$BATCH")
-MAX_POSITIONS=$(glue_value max_positions)
+glue_value MAX_POSITIONS max_positions
 MODEL_FLAGS=(--arch "$ARCH" --restore-file "${ROBERTA_PATH:-}" --reset-optimizer --reset-dataloader --reset-meters)
 if [[ "$TINY" == 1 ]]; then
   MODEL_FLAGS=(--arch "${ARCH/large/base}" "${TINY_MODEL_FLAGS[@]}")
@@ -91,29 +98,50 @@ fi
 
 if [[ "$METHOD" == r3f || "$METHOD" == r4f ]]; then
   if [[ "${SWEEP:-0}" == 1 ]]; then
-    LAMBDAS=${LAMBDAS:-$(words "$(glue_value r3f_lambda_grid)")}
-    NOISE_TYPES=${NOISE_TYPES:-$(words "$(glue_value noise_type_grid)")}
+    glue_value LAMBDA_GRID r3f_lambda_grid
+    glue_value NOISE_GRID noise_type_grid
+    LAMBDAS=${LAMBDAS:-${LAMBDA_GRID//,/ }}
+    NOISE_TYPES=${NOISE_TYPES:-${NOISE_GRID//,/ }}
   else
-    LAMBDAS=${R3F_LAMBDA:-$(glue_value r3f_lambda)}
-    NOISE_TYPES=${NOISE_TYPE:-$(glue_value noise_type)}
+    glue_value DEFAULT_LAMBDA r3f_lambda
+    glue_value DEFAULT_NOISE noise_type
+    LAMBDAS=${R3F_LAMBDA:-$DEFAULT_LAMBDA}
+    NOISE_TYPES=${NOISE_TYPE:-$DEFAULT_NOISE}
   fi
 else
   LAMBDAS=0 NOISE_TYPES=none
 fi
-SEEDS=${SEEDS:-$(seq_list "$(glue_value seeds)")}
+glue_value N_SEEDS seeds
+SEEDS=${SEEDS:-$(seq 1 "$N_SEEDS")}
 SAVE_ROOT=${SAVE_ROOT:-runs/glue}
 
 echo "# $TASK $METHOD: lr $LR, $MAX_UPDATE updates ($WARMUP warm-up), effective batch $BATCH = $WORLD_SIZE GPU(s) x $PER_GPU_BATCH x update-freq $UPDATE_FREQ" >&2
+glue_value EPS eps
+glue_value DROPOUT dropout
+glue_value ATTENTION_DROPOUT attention_dropout
+glue_value ADAM_BETAS adam_betas
+glue_value ADAM_EPS adam_eps
+glue_value CLIP_NORM clip_norm
+glue_value LR_SCHEDULER lr_scheduler
+glue_value MAX_TOKENS max_tokens
+for NOISE in $NOISE_TYPES; do
+  [[ "$NOISE" =~ ^(uniform|normal|none)$ ]] || die "noise type $NOISE: choose uniform or normal"
+done
+for LAMBDA in $LAMBDAS; do
+  [[ "$LAMBDA" =~ ^[0-9]*\.?[0-9]+$ ]] || die "lambda $LAMBDA is not a non-negative number"
+done
+for SEED in $SEEDS; do
+  [[ "$SEED" =~ ^[0-9]+$ ]] || die "SEEDS=\"$SEEDS\": seeds must be integers"
+done
 for NOISE in $NOISE_TYPES; do
   for LAMBDA in $LAMBDAS; do
     if [[ "$CRITERION" == sentence_prediction_r3f ]]; then
       CONFIG=lambda${LAMBDA}_$NOISE
-      R3F_FLAGS=(--r3f-lambda "$LAMBDA" --noise-type "$NOISE" --eps "$(glue_value eps)")
+      R3F_FLAGS=(--r3f-lambda "$LAMBDA" --noise-type "$NOISE" --eps "$EPS")
     else
       CONFIG=default R3F_FLAGS=()
     fi
     for SEED in $SEEDS; do
-      [[ "$SEED" =~ ^[0-9]+$ ]] || die "SEEDS=\"$SEEDS\": seeds must be integers"
       RUN_DIR=$SAVE_ROOT/$TASK/$METHOD/$CONFIG/seed$SEED
       META=$(printf '{"task": "%s", "method": "%s", "config": "%s", "seed": %s, "r3f_lambda": %s, "noise_type": "%s", "metric": "%s", "valid_subsets": "%s"}' \
         "$TASK" "$METHOD" "$CONFIG" "$SEED" "$LAMBDA" "$NOISE" "$METRIC" "$VALID")
@@ -121,12 +149,12 @@ for NOISE in $NOISE_TYPES; do
         --task sentence_prediction --num-classes "$NUM_CLASSES" --init-token 0 --separator-token 2 \
         --max-positions "$MAX_POSITIONS" --shorten-method truncate "${MODEL_FLAGS[@]}" \
         --criterion "$CRITERION" "${R3F_FLAGS[@]}" "${TASK_FLAGS[@]}" \
-        --dropout "$(glue_value dropout)" --attention-dropout "$(glue_value attention_dropout)" \
-        --weight-decay "$WEIGHT_DECAY" --optimizer adam --adam-betas "$(glue_value adam_betas)" \
-        --adam-eps "$(glue_value adam_eps)" --clip-norm "$(glue_value clip_norm)" \
-        --lr-scheduler "$(glue_value lr_scheduler)" --lr "$LR" --total-num-update "$MAX_UPDATE" \
+        --dropout "$DROPOUT" --attention-dropout "$ATTENTION_DROPOUT" \
+        --weight-decay "$WEIGHT_DECAY" --optimizer adam --adam-betas "$ADAM_BETAS" \
+        --adam-eps "$ADAM_EPS" --clip-norm "$CLIP_NORM" \
+        --lr-scheduler "$LR_SCHEDULER" --lr "$LR" --total-num-update "$MAX_UPDATE" \
         --warmup-updates "$WARMUP" --max-update "$MAX_UPDATE" "${METHOD_FLAGS[@]}" \
-        --batch-size "$PER_GPU_BATCH" --max-tokens "$(glue_value max_tokens)" \
+        --batch-size "$PER_GPU_BATCH" --max-tokens "$MAX_TOKENS" \
         --valid-subset "$VALID" --best-checkpoint-metric "$METRIC" --maximize-best-checkpoint-metric \
         --seed "$SEED" --save-dir "$RUN_DIR" "${SHARED_FLAGS[@]}" "${DIST_FLAGS[@]}" "$@"
     done

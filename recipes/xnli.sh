@@ -29,7 +29,7 @@ METHOD=$1
 shift
 case "$METHOD" in std | r3f | r4f) ;; *) die "unknown METHOD $METHOD: choose std, r3f or r4f" ;; esac
 XNLI_TSV=$HPARAMS/xnli.tsv
-value() { hparam "$XNLI_TSV" "$1" value; }
+value() { hparam_set "$1" "$XNLI_TSV" "$2" value; }
 
 LANGUAGES=${LANGUAGES:-en fr es de el bg ru tr ar vi th zh hi sw ur}
 require_dir DATA_DIR "${DATA_DIR:-}" "the output folder of preprocess/xnli.py"
@@ -55,11 +55,12 @@ case "$METHOD" in
   r3f) CRITERION=sentence_prediction_r3f ARCH=roberta_large ;;
   r4f) CRITERION=sentence_prediction_r3f ARCH=roberta_sn_large ;;
 esac
-BATCH=$(value batch_size)
+value BATCH batch_size
 PER_GPU_BATCH=$(per_gpu_batch "$BATCH")
-MAX_UPDATE=$(value max_update)
-WARMUP=$(awk -v r="$(value warmup_ratio)" -v m="$MAX_UPDATE" 'BEGIN { printf "%d", r * m }')
-MAX_POSITIONS=$(value max_positions)
+value MAX_UPDATE max_update
+value WARMUP_RATIO warmup_ratio
+WARMUP=$(awk -v r="$WARMUP_RATIO" -v m="$MAX_UPDATE" 'BEGIN { printf "%d", r * m }')
+value MAX_POSITIONS max_positions
 MODEL_FLAGS=(--arch "$ARCH" --restore-file "${XLMR_PATH:-}" --reset-optimizer --reset-dataloader --reset-meters)
 if [[ "$TINY" == 1 ]]; then
   MODEL_FLAGS=(--arch "${ARCH/large/base}" "${TINY_MODEL_FLAGS[@]}")
@@ -67,42 +68,66 @@ if [[ "$TINY" == 1 ]]; then
 fi
 if [[ "$CRITERION" == sentence_prediction_r3f ]]; then
   if [[ "${SWEEP:-0}" == 1 ]]; then
-    LAMBDAS=${LAMBDAS:-$(words "$(value r3f_lambda_grid)")}
-    NOISE_TYPES=${NOISE_TYPES:-$(words "$(value noise_type_grid)")}
+    value LAMBDA_GRID r3f_lambda_grid
+    value NOISE_GRID noise_type_grid
+    LAMBDAS=${LAMBDAS:-${LAMBDA_GRID//,/ }}
+    NOISE_TYPES=${NOISE_TYPES:-${NOISE_GRID//,/ }}
   else
-    LAMBDAS=${R3F_LAMBDA:-$(value r3f_lambda)}
-    NOISE_TYPES=${NOISE_TYPE:-$(value noise_type)}
+    value DEFAULT_LAMBDA r3f_lambda
+    value DEFAULT_NOISE noise_type
+    LAMBDAS=${R3F_LAMBDA:-$DEFAULT_LAMBDA}
+    NOISE_TYPES=${NOISE_TYPE:-$DEFAULT_NOISE}
   fi
 else
   LAMBDAS=0 NOISE_TYPES=none
 fi
-SEEDS=${SEEDS:-$(seq_list "$(value seeds)")}
+value N_SEEDS seeds
+SEEDS=${SEEDS:-$(seq 1 "$N_SEEDS")}
 SAVE_ROOT=${SAVE_ROOT:-runs/xnli}
 
 echo "# XNLI $METHOD: $MAX_UPDATE updates ($WARMUP warm-up), effective batch $BATCH = $WORLD_SIZE GPU(s) x $PER_GPU_BATCH x update-freq $UPDATE_FREQ; checkpoint chosen on ${VALID%%,*}" >&2
+value EPS eps
+value NUM_CLASSES num_classes
+value DROPOUT dropout
+value ATTENTION_DROPOUT attention_dropout
+value WEIGHT_DECAY weight_decay
+value ADAM_BETAS adam_betas
+value ADAM_EPS adam_eps
+value CLIP_NORM clip_norm
+value LR_SCHEDULER lr_scheduler
+value LR lr
+value MAX_TOKENS max_tokens
+for NOISE in $NOISE_TYPES; do
+  [[ "$NOISE" =~ ^(uniform|normal|none)$ ]] || die "noise type $NOISE: choose uniform or normal"
+done
+for LAMBDA in $LAMBDAS; do
+  [[ "$LAMBDA" =~ ^[0-9]*\.?[0-9]+$ ]] || die "lambda $LAMBDA is not a non-negative number"
+done
+for SEED in $SEEDS; do
+  [[ "$SEED" =~ ^[0-9]+$ ]] || die "SEEDS=\"$SEEDS\": seeds must be integers"
+done
 for NOISE in $NOISE_TYPES; do
   for LAMBDA in $LAMBDAS; do
     if [[ "$CRITERION" == sentence_prediction_r3f ]]; then
       CONFIG=lambda${LAMBDA}_$NOISE
-      R3F_FLAGS=(--r3f-lambda "$LAMBDA" --noise-type "$NOISE" --eps "$(value eps)")
+      R3F_FLAGS=(--r3f-lambda "$LAMBDA" --noise-type "$NOISE" --eps "$EPS")
     else
       CONFIG=default R3F_FLAGS=()
     fi
     for SEED in $SEEDS; do
-      [[ "$SEED" =~ ^[0-9]+$ ]] || die "SEEDS=\"$SEEDS\": seeds must be integers"
       RUN_DIR=$SAVE_ROOT/$METHOD/$CONFIG/seed$SEED
       META=$(printf '{"task": "XNLI", "method": "%s", "config": "%s", "seed": %s, "r3f_lambda": %s, "noise_type": "%s", "metric": "accuracy", "valid_subsets": "%s"}' \
         "$METHOD" "$CONFIG" "$SEED" "$LAMBDA" "$NOISE" "$VALID")
       run_one "$RUN_DIR" "$META" "${LAUNCH[@]}" "$DATA_DIR" \
-        --task sentence_prediction --num-classes "$(value num_classes)" --init-token 0 --separator-token 2 \
+        --task sentence_prediction --num-classes "$NUM_CLASSES" --init-token 0 --separator-token 2 \
         --max-positions "$MAX_POSITIONS" --shorten-method truncate "${MODEL_FLAGS[@]}" \
         --criterion "$CRITERION" "${R3F_FLAGS[@]}" \
-        --dropout "$(value dropout)" --attention-dropout "$(value attention_dropout)" \
-        --weight-decay "$(value weight_decay)" --optimizer adam --adam-betas "$(value adam_betas)" \
-        --adam-eps "$(value adam_eps)" --clip-norm "$(value clip_norm)" \
-        --lr-scheduler "$(value lr_scheduler)" --lr "$(value lr)" --total-num-update "$MAX_UPDATE" \
+        --dropout "$DROPOUT" --attention-dropout "$ATTENTION_DROPOUT" \
+        --weight-decay "$WEIGHT_DECAY" --optimizer adam --adam-betas "$ADAM_BETAS" \
+        --adam-eps "$ADAM_EPS" --clip-norm "$CLIP_NORM" \
+        --lr-scheduler "$LR_SCHEDULER" --lr "$LR" --total-num-update "$MAX_UPDATE" \
         --warmup-updates "$WARMUP" --max-update "$MAX_UPDATE" \
-        --batch-size "$PER_GPU_BATCH" --max-tokens "$(value max_tokens)" \
+        --batch-size "$PER_GPU_BATCH" --max-tokens "$MAX_TOKENS" \
         --valid-subset "$VALID" --best-checkpoint-metric accuracy --maximize-best-checkpoint-metric \
         --seed "$SEED" --save-dir "$RUN_DIR" "${SHARED_FLAGS[@]}" "${DIST_FLAGS[@]}" "$@"
     done

@@ -1,19 +1,14 @@
 """fairseq_r3f.evaluation.results on run folders with known json logs: which validation round is a run's
 best, max and median over seeds, the configuration shown for a sweep, Table 2's and Table 3's layouts, the
-figure, and the errors. (tests/test_glue_recipes.py and tests/test_xnli.py run it on real tiny runs.)"""
+figure, and the errors. (tests/test_glue_recipes.py and tests/test_xnli.py run its command line on real tiny runs.)"""
 
 import json
 import os
 import statistics
-import subprocess
-import sys
 
-import pytest
 
 from fairseq_r3f.evaluation.results import GLUE_COLUMNS, best_validation, collect_runs, main, summarise, xnli_table
 from fairseq_r3f.logs import read_json_log
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def log_line(tag, values):
@@ -69,9 +64,7 @@ def test_max_median_and_the_sweep_configuration_of_best_median(tmp_path):
     assert summary[("CoLA", "r4f")]["max"] == [55.5]
 
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "fairseq_r3f.evaluation.results", "glue", str(tmp_path), "--out",
-                           str(out)], capture_output=True, text=True, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr
+    assert main(["glue", str(tmp_path), "--out", str(out)]) == 0
     table = (out / "table2.md").read_text()
     best, median = table.split("Median over the seeds:")
     assert "| Method | MNLI Acc-m/mm | QQP Acc/F1 | RTE Acc | QNLI Acc | MRPC Acc | CoLA Mcc | SST-2 Acc | STS-B Pearson |" in best

@@ -117,7 +117,7 @@ def test_preprocess_writes_one_aligned_subset_per_language(xnli):
 
 def test_recipe_checks_inputs_and_launch_lines(xnli, tmp_path):
     proc = run_recipe(XNLI_SH, ["r3f"], check=False, DATA_DIR=xnli["bin"], SAVE_ROOT=tmp_path / "runs")
-    assert proc.returncode == 2 and "XLMR_PATH is not set" in proc.stderr and "Usage" not in proc.stderr
+    assert proc.returncode == 2 and "XLMR_PATH is not set" in proc.stderr and proc.stdout == ""
     proc = run_recipe(XNLI_SH, ["r3f"], check=False, DATA_DIR=xnli["bin"], TINY=1, LANGUAGES="en xx")
     assert proc.returncode == 2 and "no valid_xx subset" in proc.stderr
     assert not (tmp_path / "runs").exists()
