@@ -18,6 +18,7 @@ checkpoints (the paper averages 5 runs) when several are given.
 
 import argparse
 import json
+import logging
 import os
 import statistics
 import subprocess
@@ -141,6 +142,7 @@ def glue_table(summary: Dict[Tuple[str, str], Dict]) -> str:
 
 def seed_figure(summary: Dict[Tuple[str, str], Dict], path: str) -> None:
     """Figure 2: per task, the distribution over seeds of the task's metric for each method."""
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # an imported library may have set DEBUG on root
     import matplotlib
 
     matplotlib.use("Agg")
