@@ -94,6 +94,8 @@ class Experiment:
         if args.pretrained and not os.path.isfile(args.pretrained):
             raise SystemExit(f"error: --pretrained {args.pretrained}: no such file")
         self.pretrained = os.path.abspath(args.pretrained) if args.pretrained else None
+        if self.pretrained is None:
+            logger.warning("no --pretrained: the first fine-tuning starts from a random initialisation")
         try:
             self.hparams = GlueHparams.load(args.hparams)
             methods = parse_method_overrides(args.method, builtin_methods(self.hparams.shared))
