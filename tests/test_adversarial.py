@@ -9,7 +9,7 @@ from fairseq import options, tasks
 from fairseq.criterions.sentence_prediction import SentencePredictionCriterion
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
-from conftest import run_fairseq, train_args
+from conftest import NO_DROPOUT, run_fairseq, train_args
 from fairseq_r3f.criterions.sentence_prediction_smart import EmbeddingBall
 from fairseq_r3f.divergence import symmetric_kl
 
@@ -53,6 +53,13 @@ def test_switched_on_changes_training(toy_task, tmp_path, standard_run):
     assert losses(freelb) != standard_run
     # the last pass, at the adversarial point, costs more than the mean over the path from the random start
     assert all(r["adv_loss"] > r["loss"] for r in freelb["train_inner"])
+
+
+def test_smart_reaches_bart_encoder(toy_task, tmp_path):
+    # without dropout a positive KL can only come from the perturbation reaching BART's encoder
+    _, smart = run_fairseq("train", train_args(toy_task, str(tmp_path), "--no-save", "--max-update", "3",
+                                               *NO_DROPOUT, arch="bart_base", criterion="sentence_prediction_smart"))
+    assert len(smart["train_inner"]) == 3 and all(r["symm_kl"] > 0 for r in smart["train_inner"])
 
 
 def test_freelb_needs_its_task(toy_task, tmp_path):

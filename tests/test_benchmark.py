@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from conftest import REPO
-from fairseq_r3f.benchmark import table
+from fairseq_r3f.benchmark import main, table
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -70,7 +70,7 @@ def test_reports_device_ratios_memory_and_plot(result):
     assert "device: cpu" in printed
 
 
-def test_methods_must_start_with_std():
-    proc = benchmark("--size", "tiny", "--methods", "R3F,STD", "--plot", "")
-    assert proc.returncode != 0
-    assert "--methods must start with STD" in proc.stderr
+@pytest.mark.parametrize("methods", ["R3F,STD", "STD,R5F"])
+def test_methods_must_start_with_std_and_be_known(methods):
+    with pytest.raises(SystemExit, match="--methods must start with STD"):
+        main(["--size", "tiny", "--methods", methods, "--plot", ""])
