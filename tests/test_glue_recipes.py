@@ -403,17 +403,25 @@ def glue_runs(glue_data, tmp_path_factory):
     # sweep (the full grid and the ten seeds are checked by dry run above; STD++ differs from STD only in the
     # numbers checked there), and the tasks whose metrics or layouts differ. The trailing --no-save reaches
     # fairseq-train (no checkpoint is needed here).
-    run_recipe(GLUE_SH, ["RTE", "std", "--no-save"], SEEDS="1 2", **common)
+    run_recipe(GLUE_SH, ["RTE", "std"], SEEDS="1 2", **common)
     run_recipe(GLUE_SH, ["RTE", "r4f", "--no-save"], SEEDS="1", **common)
     run_recipe(GLUE_SH, ["RTE", "r3f", "--no-save"], SEEDS="1", SWEEP=1, LAMBDAS="0.1", NOISE_TYPES="uniform normal",
                **common)
     for task in ("MNLI", "CoLA", "STS-B"):
         run_recipe(GLUE_SH, [task, "r3f", "--no-save"], SEEDS="1", **common)
+    # The full (non-tiny) command line: --restore-file of a checkpoint and the --reset-* flags, fp32 on the
+    # CPU, with the tiny shape given as trailing overrides; the STD checkpoint above stands in for RoBERTa's.
+    full = tmp_path_factory.mktemp("full")
+    run_recipe(GLUE_SH, ["RTE", "r4f", "--arch", "roberta_sn_base", "--encoder-layers", "2", "--encoder-embed-dim", "32",
+                         "--encoder-ffn-embed-dim", "64", "--encoder-attention-heads", "2", "--max-positions", "64",
+                         "--cpu", "--num-workers", "0", "--max-update", "2", "--no-save"],
+               DATA_DIR=glue_data["bin"], ROBERTA_PATH=save / "RTE/std/default/seed1/checkpoint_best.pt", FP16=0,
+               SEEDS="1", SAVE_ROOT=full)
     out = save / "results"
     proc = subprocess.run([PYTHON, "-m", "fairseq_r3f.evaluation.results", "glue", str(save), "--out", str(out)],
                           capture_output=True, text=True, cwd=REPO, env=env())
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return {"save": save, "out": out, "stdout": proc.stdout}
+    return {"save": save, "out": out, "stdout": proc.stdout, "full": full}
 
 
 def _valid_records(run_dir):
@@ -445,6 +453,17 @@ def test_tiny_runs_cover_methods_seeds_and_the_sweep(glue_data, glue_runs):
     # A finished run is not run again.
     proc = run_recipe(GLUE_SH, ["RTE", "std"], DATA_DIR=glue_data["bin"], TINY=1, SAVE_ROOT=save, SEEDS="1")
     assert "already done" in proc.stderr
+
+
+def test_full_command_line_restores_the_checkpoint(glue_runs):
+    folder = glue_runs["full"] / "RTE/r4f/lambda1.0_uniform/seed1"
+    log = open(folder / "train.log").read()
+    checkpoint = glue_runs["save"] / "RTE/std/default/seed1/checkpoint_best.pt"
+    assert f"Loaded checkpoint {checkpoint}" in log
+    assert "(out_proj): SpectralNormLinear" in log  # R4F's head
+    records = _valid_records(folder)
+    assert records["valid"] and records["train"][-1]["train_num_updates"] == 2.0
+    assert "--reset-optimizer --reset-dataloader --reset-meters" in open(folder / "command.sh").read()
 
 
 def test_results_table_and_figure_from_the_runs(glue_runs):
