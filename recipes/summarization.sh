@@ -39,13 +39,18 @@ check_launch
 launch_command
 shared_flags
 
-value() { hparam "$TSV" "$1" "$DATASET"; }
+# every value of the dataset's column, as HP_<name>; a missing one stops the script
+for NAME in arch max_tokens total_updates warmup_updates lr lr_scheduler optimizer adam_betas adam_eps dropout \
+  attention_dropout weight_decay clip_norm label_smoothing r3f_lambda r3f_lambda_grid r3f_kl_normalization \
+  noise_type noise_type_grid eps reference_gpus reference_update_freq; do
+  hparam_set "HP_$NAME" "$TSV" "$NAME" "$DATASET"
+done
 
-MAX_UPDATE=$(value total_updates) WARMUP=$(value warmup_updates)
-TOKENS_PER_UPDATE=$(($(value max_tokens) * $(value reference_gpus) * $(value reference_update_freq)))
+MAX_UPDATE=$HP_total_updates WARMUP=$HP_warmup_updates
+TOKENS_PER_UPDATE=$((HP_max_tokens * HP_reference_gpus * HP_reference_update_freq))
 PER_GPU_TOKENS=$(per_gpu_batch "$TOKENS_PER_UPDATE")
 # --finetune-from-model loads BART only when the run has no checkpoint_last.pt: a restarted run resumes
-MODEL_FLAGS=(--arch "$(value arch)" --finetune-from-model "${BART_PATH:-}")
+MODEL_FLAGS=(--arch "$HP_arch" --finetune-from-model "${BART_PATH:-}")
 if [[ "$TINY" == 1 ]]; then
   MODEL_FLAGS=(--arch bart_base --encoder-layers 1 --decoder-layers 1 --encoder-embed-dim 32
     --decoder-embed-dim 32 --encoder-ffn-embed-dim 64 --decoder-ffn-embed-dim 64 --encoder-attention-heads 2
@@ -56,35 +61,44 @@ elif ((PER_GPU_TOKENS < 1024)); then
 fi
 
 if [[ "${SWEEP:-0}" == 1 ]]; then
-  LAMBDAS=${LAMBDAS:-$(words "$(value r3f_lambda_grid)")}
-  NOISE_TYPES=${NOISE_TYPES:-$(words "$(value noise_type_grid)")}
+  LAMBDAS=${LAMBDAS:-${HP_r3f_lambda_grid//,/ }}
+  NOISE_TYPES=${NOISE_TYPES:-${HP_noise_type_grid//,/ }}
 else
-  LAMBDAS=${R3F_LAMBDA:-$(value r3f_lambda)}
-  NOISE_TYPES=${NOISE_TYPE:-$(value noise_type)}
+  LAMBDAS=${R3F_LAMBDA:-$HP_r3f_lambda}
+  NOISE_TYPES=${NOISE_TYPE:-$HP_noise_type}
 fi
-NORMALIZATION=${R3F_KL_NORMALIZATION:-$(value r3f_kl_normalization)}
+NORMALIZATION=${R3F_KL_NORMALIZATION:-$HP_r3f_kl_normalization}
 SEEDS=${SEEDS:-1}
 SAVE_ROOT=${SAVE_ROOT:-runs/summarization}
+for NOISE in $NOISE_TYPES; do
+  [[ "$NOISE" =~ ^(uniform|normal|none)$ ]] || die "noise type $NOISE: choose uniform or normal (or none)"
+done
+for LAMBDA in $LAMBDAS; do
+  [[ "$LAMBDA" =~ ^[0-9]*\.?[0-9]+([eE]-?[0-9]+)?$ ]] || die "lambda $LAMBDA is not a non-negative number"
+done
+for SEED in $SEEDS; do
+  [[ "$SEED" =~ ^[0-9]+$ ]] || die "SEEDS=\"$SEEDS\": seeds must be integers"
+done
+[[ "$NORMALIZATION" =~ ^(sentence|token)$ ]] || die "R3F_KL_NORMALIZATION=$NORMALIZATION: choose sentence or token"
 
-echo "# $DATASET: lr $(value lr), $MAX_UPDATE updates ($WARMUP warm-up), $TOKENS_PER_UPDATE tokens per update = $WORLD_SIZE GPU(s) x $PER_GPU_TOKENS x update-freq $UPDATE_FREQ" >&2
+echo "# $DATASET: lr $HP_lr, $MAX_UPDATE updates ($WARMUP warm-up), $TOKENS_PER_UPDATE tokens per update = $WORLD_SIZE GPU(s) x $PER_GPU_TOKENS x update-freq $UPDATE_FREQ" >&2
 for NOISE in $NOISE_TYPES; do
   for LAMBDA in $LAMBDAS; do
     CONFIG=lambda${LAMBDA}_$NOISE
     [[ "$NORMALIZATION" == sentence ]] || CONFIG=${CONFIG}_per_$NORMALIZATION
     for SEED in $SEEDS; do
-      [[ "$SEED" =~ ^[0-9]+$ ]] || die "SEEDS=\"$SEEDS\": seeds must be integers"
       RUN_DIR=$SAVE_ROOT/$DATASET/$CONFIG/seed$SEED
       META=$(printf '{"dataset": "%s", "config": "%s", "seed": %s, "r3f_lambda": %s, "noise_type": "%s", "r3f_kl_normalization": "%s"}' \
         "$DATASET" "$CONFIG" "$SEED" "$LAMBDA" "$NOISE" "$NORMALIZATION")
       run_one "$RUN_DIR" "$META" "${LAUNCH[@]}" "$DATA_BIN" \
         --task translation --source-lang source --target-lang target --truncate-source "${MODEL_FLAGS[@]}" \
         --layernorm-embedding --share-all-embeddings --share-decoder-input-output-embed \
-        --criterion label_smoothed_cross_entropy_r3f --label-smoothing "$(value label_smoothing)" \
-        --r3f-lambda "$LAMBDA" --noise-type "$NOISE" --eps "$(value eps)" --r3f-kl-normalization "$NORMALIZATION" \
-        --dropout "$(value dropout)" --attention-dropout "$(value attention_dropout)" \
-        --weight-decay "$(value weight_decay)" --optimizer "$(value optimizer)" --adam-betas "$(value adam_betas)" \
-        --adam-eps "$(value adam_eps)" --clip-norm "$(value clip_norm)" --lr-scheduler "$(value lr_scheduler)" \
-        --lr "$(value lr)" --total-num-update "$MAX_UPDATE" --max-update "$MAX_UPDATE" --warmup-updates "$WARMUP" \
+        --criterion label_smoothed_cross_entropy_r3f --label-smoothing "$HP_label_smoothing" \
+        --r3f-lambda "$LAMBDA" --noise-type "$NOISE" --eps "$HP_eps" --r3f-kl-normalization "$NORMALIZATION" \
+        --dropout "$HP_dropout" --attention-dropout "$HP_attention_dropout" \
+        --weight-decay "$HP_weight_decay" --optimizer "$HP_optimizer" --adam-betas "$HP_adam_betas" \
+        --adam-eps "$HP_adam_eps" --clip-norm "$HP_clip_norm" --lr-scheduler "$HP_lr_scheduler" \
+        --lr "$HP_lr" --total-num-update "$MAX_UPDATE" --max-update "$MAX_UPDATE" --warmup-updates "$WARMUP" \
         --max-tokens "$PER_GPU_TOKENS" --skip-invalid-size-inputs-valid-test \
         --seed "$SEED" --save-dir "$RUN_DIR" "${SHARED_FLAGS[@]}" "${DIST_FLAGS[@]}" "$@"
     done

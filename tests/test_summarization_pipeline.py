@@ -170,6 +170,12 @@ def test_recipe_keeps_the_effective_batch_and_checks_inputs(prepared, tmp_path):
         assert value("--warmup-updates") == "5000" and value("--lr") == "3e-05" and "--fp16" in command
         assert value("--criterion") == "label_smoothed_cross_entropy_r3f" and value("--clip-norm") == "0.1"
         assert value("--finetune-from-model") == str(checkpoint)  # and a restarted run resumes its own
+    # SWEEP=1: Table 8's grid, 3 lambdas x 2 noise types, one run folder each
+    proc = run(["bash", RECIPE, "reddit_tifu"], DATA_BIN=bin_dir, BART_PATH=str(checkpoint), SWEEP="1", DRY_RUN="1",
+               SAVE_ROOT="R")
+    runs = [line.split()[-1] for line in proc.stdout.splitlines() if line.startswith("# run:")]
+    assert runs == [f"R/reddit_tifu/lambda{lam}_{noise}/seed1" for noise in ("uniform", "normal")
+                    for lam in ("0.001", "0.01", "0.1")]
     bad = [
         (dict(NGPUS="3"), "gigaword", "not divisible"),
         (dict(UPDATE_FREQ="16"), "cnn_dm", "cannot hold a 1024-token article"),
@@ -177,6 +183,9 @@ def test_recipe_keeps_the_effective_batch_and_checks_inputs(prepared, tmp_path):
         (dict(DATA_BIN=str(tmp_path)), "cnn_dm", "run preprocess/summarization.py"),
         (dict(BART_PATH=""), "cnn_dm", "BART_PATH is not set"),
         (dict(BART_PATH=str(tmp_path / "missing.pt")), "cnn_dm", "no such file"),
+        (dict(R3F_LAMBDA="big"), "cnn_dm", "lambda big is not a non-negative number"),
+        (dict(NOISE_TYPE="gauss"), "cnn_dm", "noise type gauss"),
+        (dict(R3F_KL_NORMALIZATION="batch"), "cnn_dm", "choose sentence or token"),
     ]
     for env, dataset, message in bad:
         env = {"DATA_BIN": bin_dir, "BART_PATH": str(checkpoint), "DRY_RUN": "1", **env}
