@@ -304,6 +304,18 @@ def test_recipe_stops_before_running_when_inputs_are_missing(glue_data, tmp_path
     assert not save.exists()
 
 
+def test_a_value_missing_from_the_tables_stops_the_recipe(glue_data, tmp_path):
+    import shutil
+
+    shutil.copytree(os.path.join(REPO, "recipes"), tmp_path / "recipes")
+    table = tmp_path / "recipes" / "hparams" / "glue.tsv"
+    table.write_text("".join(line for line in table.read_text().splitlines(True) if not line.startswith("adam_eps")))
+    proc = run_recipe(str(tmp_path / "recipes" / "glue.sh"), ["RTE", "r3f"], check=False, DATA_DIR=glue_data["bin"],
+                      ROBERTA_PATH=__file__, DRY_RUN=1, SEEDS="1")
+    assert proc.returncode == 2 and "glue.tsv has no value for adam_eps" in proc.stderr
+    assert "fairseq-train" not in proc.stdout
+
+
 def test_dry_run_launch_lines_keep_the_papers_effective_batch(glue_data, tmp_path):
     model = tmp_path / "model.pt"
     model.write_bytes(b"")
