@@ -248,7 +248,8 @@ def preprocess_task(task: str, args) -> dict:
             if split_file.optional:
                 print(f"{task}: {split_file.name} not found, no {split_file.split} split", file=sys.stderr)
                 continue
-            raise DataError(f"{path}: no such file; {task} needs {', '.join(f.name for f in spec.files if not f.optional)}")
+            needed = ", ".join(f.name for f in spec.files if not f.optional)
+            raise DataError(f"{path}: no such file; {task} needs {needed}")
         examples, report = read_split(path, split_file, spec.labels)
         reports[split_file.split] = report
         if not examples:

@@ -30,7 +30,8 @@ INPUTS = ("sentence1", "sentence2")
 
 def read_xnli(path: str, languages, max_malformed_fraction: float):
     """{language: [(inputs, label)]} and a report, for an XNLI-1.0 tsv holding every language."""
-    examples, report = read_split(path, SplitFile("", os.path.basename(path), INPUTS + ("language",), "gold_label"), NLI)
+    spec = SplitFile("", os.path.basename(path), INPUTS + ("language",), "gold_label")
+    examples, report = read_split(path, spec, NLI)
     if report["malformed"] > max_malformed_fraction * max(report["rows"], 1):
         raise DataError(f"{path}: {report['malformed']} of {report['rows']} rows are malformed "
                         f"(first: {report['malformed_rows'][:3]}); is this the XNLI-1.0 release file?")

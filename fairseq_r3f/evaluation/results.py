@@ -136,7 +136,8 @@ def glue_table(summary: Dict[Tuple[str, str], Dict]) -> str:
             cells = [_cell(summary[(t, method)][half] if (t, method) in summary else None) for t in tasks]
             lines.append("| " + " | ".join([METHOD_NAMES.get(method, method)] + cells) + " |")
         lines.append("")
-    notes = [f"{t} {METHOD_NAMES.get(m, m)}: {e['config']}, seeds {e['seeds']}" for (t, m), e in sorted(summary.items())]
+    notes = [f"{t} {METHOD_NAMES.get(m, m)}: {e['config']}, seeds {e['seeds']}"
+             for (t, m), e in sorted(summary.items())]
     return "\n".join(lines + ["Configurations and seeds:"] + notes) + "\n"
 
 
@@ -173,7 +174,8 @@ def glue_main(args) -> None:
     runs = collect_runs(args.runs)
     missing = [r["folder"] for r in runs if r["values"] is None]
     if missing:
-        print(f"warning: {len(missing)} run(s) without a validation record are left out: {missing[:5]}", file=sys.stderr)
+        print(f"warning: {len(missing)} run(s) without a validation record are left out: {missing[:5]}",
+              file=sys.stderr)
     summary = summarise(runs)
     if not summary:
         raise ResultsError(f"none of the {len(runs)} runs under {args.runs} has a validation record yet")
@@ -186,7 +188,8 @@ def glue_main(args) -> None:
     with open(os.path.join(out, "runs.tsv"), "w") as f:
         f.write("task\tmethod\tconfig\tseed\tvalues\tfolder\n")
         for r in runs:
-            f.write(f"{r['task']}\t{r['method']}\t{r.get('config')}\t{r['seed']}\t{_cell(r['values'])}\t{r['folder']}\n")
+            fields = [r["task"], r["method"], r.get("config"), r["seed"], _cell(r["values"]), r["folder"]]
+            f.write("\t".join(map(str, fields)) + "\n")
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump({"runs": runs, "summary": [{"task": t, "method": m, **e} for (t, m), e in summary.items()]},
                   f, indent=1)
@@ -269,8 +272,10 @@ def xnli_main(args) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fairseq_r3f.evaluation.results", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m fairseq_r3f.evaluation.results", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     glue = commands.add_parser("glue", help="Table 2 and Figure 2 from a folder of recipes/glue.sh runs")
     glue.add_argument("runs", help="the SAVE_ROOT of recipes/glue.sh (searched recursively)")
