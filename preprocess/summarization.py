@@ -268,7 +268,7 @@ def main(argv=None) -> int:
         print("error: fairseq-preprocess failed (see above)", file=sys.stderr)
         return proc.returncode
     # fairseq-preprocess maps BPE ids missing from dict.txt to <unk>: with BART's own dict there are none
-    coverage = [line.split("| ", 1)[-1] for line in proc.stdout.splitlines() if "% replaced" in line]
+    coverage = [line[line.find("["):] for line in proc.stdout.splitlines() if "% replaced" in line]
     report["fairseq_preprocess"] = coverage
     if any(" 0.0% replaced" not in line for line in coverage):
         print("warning: some BPE ids are not in --dict and became <unk>: is it the dict.txt of the same BART "
