@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Raw summarization data -> GPT-2 BPE -> fairseq binaries for BART fine-tuning.
+r"""Raw summarization data -> GPT-2 BPE -> fairseq binaries for BART fine-tuning.
 
     python preprocess/summarization.py --dataset cnn_dm --raw-dir RAW --out-dir OUT \
         --encoder-json encoder.json --vocab-bpe vocab.bpe --dict dict.txt [--workers N]

@@ -1,4 +1,4 @@
-"""From a summarization checkpoint to a ROUGE table.
+r"""From a summarization checkpoint to a ROUGE table.
 
     python -m fairseq_r3f.evaluation.rouge --dataset cnn_dm --checkpoint SAVE/checkpoint_best.pt \
         --data-bin OUT/bin --references OUT/raw/test.target --encoder-json encoder.json --vocab-bpe vocab.bpe \
