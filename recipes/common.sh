@@ -100,8 +100,9 @@ per_gpu_batch() {
 launch_command() {
   DIST_FLAGS=()
   if ((WORLD_SIZE > 1)); then
-    # legacy_ddp all-reduces after backward: R3F runs two forwards per update, which DDP hooks do not expect.
-    DIST_FLAGS=(--distributed-world-size "$WORLD_SIZE" --ddp-backend legacy_ddp)
+    # fairseq's default c10d DDP; RoBERTa's LM head takes no part in sentence prediction, hence
+    # --find-unused-parameters (tests/test_distributed.py: R3F's two forwards per backward are fine with it).
+    DIST_FLAGS=(--distributed-world-size "$WORLD_SIZE" --find-unused-parameters)
   fi
   case "$LAUNCHER" in
     local) LAUNCH=(fairseq-train) ;;

@@ -335,7 +335,7 @@ def test_dry_run_launch_lines_keep_the_papers_effective_batch(glue_data, tmp_pat
             update_freq = int(flag(argv, "--update-freq"))
             assert int(flag(argv, "--batch-size")) * world * update_freq == int(tasks[task]["batch_size"])
             assert int(flag(argv, "--distributed-world-size")) == world
-            assert flag(argv, "--ddp-backend") == "legacy_ddp"
+            assert "--find-unused-parameters" in argv
             assert {"--fp16", "--fp16-init-scale", "--threshold-loss-scale"} <= set(argv)
             assert flag(argv, "--restore-file") == str(model) and flag(argv, "--arch") == "roberta_sn_large"
             assert flag(argv, "--required-batch-size-multiple") == "1" and flag(argv, "--log-format") == "json"
