@@ -19,6 +19,8 @@ import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import torch
+
 from fairseq_r3f.logs import read_json_log
 from fairseq_r3f.probing.methods import USER_DIR, GlueHparams, Method, builtin_methods, parse_method_overrides
 
@@ -69,9 +71,10 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_methods: List[
     parser.add_argument("--hparams", help="folder with glue.tsv and glue_tasks.tsv (default: recipes/hparams)")
     parser.add_argument("--fairseq-train", default=None,
                         help="command that runs fairseq-train (default: the one of this Python environment)")
-    parser.add_argument("--keep-last-checkpoints", action="store_true",
-                        help="keep checkpoint_last.pt of finished fine-tuning runs (by default only "
-                        "checkpoint_best.pt, which the next steps read, is kept)")
+    parser.add_argument("--keep-full-checkpoints", action="store_true",
+                        help="keep checkpoint_last.pt and the optimizer state of finished fine-tuning runs; by "
+                        "default only the model of checkpoint_best.pt, which later steps read, is kept (about a "
+                        "third of the disk with Adam)")
     parser.add_argument("--dry-run", action="store_true", help="print the fairseq-train commands, run nothing")
     parser.epilog = ("Flags after '--' go to every fairseq-train run, last, so they override the recipe's "
                      "(e.g. -- --fp16 --update-freq 2).")
@@ -166,11 +169,13 @@ class Experiment:
         save_dir = self.run_dir(*key.split("/"))
         args = self.finetune_args(task, method, seed, init, save_dir)
         checkpoint = os.path.join(save_dir, "checkpoint_best.pt")
+        fresh = key not in self.state["steps"]
         record = self._step(key, "finetune", task, args, save_dir, checkpoint=checkpoint)
-        if not self.args.dry_run and not self.args.keep_last_checkpoints:
+        if fresh and not self.args.dry_run and not self.args.keep_full_checkpoints:
             last = os.path.join(save_dir, "checkpoint_last.pt")
-            if os.path.exists(last):
+            if os.path.exists(last):  # only a cut-off run resumes from it
                 os.remove(last)
+            _drop_optimizer_state(checkpoint)
         return record
 
     def probe(self, key: str, task: str, checkpoint: str, seed: int) -> Dict:
@@ -256,6 +261,19 @@ class Experiment:
         with open(md_path, "w") as f:
             f.write(table)
         return json_path, md_path
+
+
+def _drop_optimizer_state(path: str) -> None:
+    """Rewrites a finished run's checkpoint without its optimizer state: the next steps start from it with
+    --finetune-from-model (which resets the optimizer) or --probe-checkpoint, and read only the model."""
+    # torch.load, not fairseq's loader: that one upgrades the state (cfg becomes an omegaconf object), and
+    # the file written back would no longer load under torch's weights_only default.
+    state = torch.load(path, map_location="cpu")
+    if state.get("last_optimizer_state") is None:
+        return
+    del state["last_optimizer_state"]
+    torch.save(state, path + ".tmp")
+    os.replace(path + ".tmp", path)
 
 
 def _default_train_command() -> List[str]:
