@@ -129,8 +129,12 @@ def test_probe_refuses_a_missing_or_mismatched_checkpoint(glue_root, tuned):
     data = str(glue_root / "QNLI-bin")
     with pytest.raises(ValueError, match="needs --probe-checkpoint"):
         _build("sentence_prediction_probe", [data])
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        _build("sentence_prediction_probe", [data], tuned[0] + ".missing")
     with pytest.raises(ValueError, match="does not fit the model"):
         _build("sentence_prediction_probe", [data, "--encoder-layers", "3"], tuned[0])
+    with pytest.raises(ValueError, match="does not fit the model"):
+        _build("sentence_prediction_probe", [data, "--encoder-ffn-embed-dim", "48"], tuned[0])
 
 
 def run_driver(name, *args, env=None, check=True):

@@ -12,6 +12,7 @@ the frozen weights get no update, no weight decay and no optimizer state.
 """
 
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -101,16 +102,18 @@ class SentencePredictionProbeTask(SentencePredictionTask):
 def load_encoder_weights(model: nn.Module, path: str) -> None:
     """Loads every weight of the checkpoint at ``path`` into ``model`` except its classification heads;
     the architecture must match exactly (no missing or unexpected tensor)."""
-    try:
-        state = checkpoint_utils.load_checkpoint_to_cpu(path)
-    except FileNotFoundError as error:
-        raise FileNotFoundError(f"--probe-checkpoint {path} does not exist") from error
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--probe-checkpoint {path} does not exist")
+    state = checkpoint_utils.load_checkpoint_to_cpu(path)
     weights = {k: v for k, v in state["model"].items() if not k.startswith(HEADS_PREFIX)}
     heads = model.classification_heads
     model.classification_heads = nn.ModuleDict()  # so the upgrade and the strict check see the body only
     try:
         model.upgrade_state_dict(weights)  # old key names of published checkpoints (decoder -> encoder)
         missing, unexpected = nn.Module.load_state_dict(model, weights, strict=False)
+    except RuntimeError as error:  # tensors of other shapes
+        raise ValueError(f"--probe-checkpoint {path} does not fit the model built from --arch and its size "
+                         f"flags ({str(error)[:500]}); pass the architecture flags it was trained with") from error
     finally:
         model.classification_heads = heads
     if missing or unexpected:
