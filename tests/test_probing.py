@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from conftest import NO_DROPOUT, REPO, TINY_ROBERTA, USER_DIR, run_fairseq, train_args
+from conftest import REPO, TINY_ROBERTA, run_fairseq, train_args
 from fairseq_r3f.toy_data import fairseq_command, write_toy_task
 
 HEADS = "classification_heads."

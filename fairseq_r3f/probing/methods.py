@@ -73,7 +73,9 @@ def parse_method_overrides(overrides: List[str], methods: Dict[str, Method]) -> 
     for item in overrides:
         name, sep, flags = item.partition("=")
         if not sep or not name.strip():
-            raise ValueError(f"--method {item!r}: write NAME=FLAGS, e.g. r3f='--criterion sentence_prediction_r3f --r3f-lambda 0.5'")
+            raise ValueError(
+                f"--method {item!r}: write NAME=FLAGS, e.g. r3f='--criterion sentence_prediction_r3f --r3f-lambda 0.5'"
+            )
         name = name.strip()
         if "/" in name or name.startswith("."):
             raise ValueError(f"--method {item!r}: a method name is used as a folder name; drop the '/' or leading '.'")

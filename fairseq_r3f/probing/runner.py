@@ -64,7 +64,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_methods: List[
                         help=f"fine-tuning methods to compare (default: {' '.join(default_methods)})")
     parser.add_argument("--method", action="append", default=[], metavar="NAME=FLAGS",
                         help="replace or add a method's fairseq-train flags, e.g. "
-                        "--method r3f='--criterion sentence_prediction_r3f --r3f-lambda 0.5 --noise-type normal --eps 1e-5'")
+                        "--method r3f='--criterion sentence_prediction_r3f --r3f-lambda 0.5 --noise-type normal "
+                        "--eps 1e-5'")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1], help="one chain per seed (default: 1)")
     parser.add_argument("--probe-flags", default="",
                         help="fairseq-train flags for the probing runs only, after all others (e.g. '--lr 1e-3')")
@@ -132,7 +133,7 @@ class Experiment:
             label = os.path.join(folder, "label")
             if not os.path.isfile(os.path.join(folder, "input0", "dict.txt")):
                 problems.append(f"{folder}/input0/dict.txt not found: binarise {task} first (preprocess/glue.py)")
-            elif not (os.path.isfile(os.path.join(label, "dict.txt")) or os.path.isfile(os.path.join(label, "train.label"))):
+            elif not any(os.path.isfile(os.path.join(label, name)) for name in ("dict.txt", "train.label")):
                 problems.append(f"{label} has neither dict.txt nor train.label: binarise {task}'s labels first")
         if problems:
             raise SystemExit("error: " + "\n       ".join(problems))
