@@ -29,12 +29,10 @@ import json
 import math
 import os
 import statistics
-import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import torch
 import torch.nn.functional as F
@@ -218,19 +216,23 @@ def run_update(setup, sample, step):
     optimizer.step()
 
 
-def peak_memory(fn, device) -> int:
-    """Peak bytes of tensor memory allocated while ``fn`` runs, above the level when it started."""
+def peak_memory(setup, sample, step, device) -> int:
+    """Peak bytes of tensor memory allocated during one update, above the level when it started. The
+    previous update's gradients are freed first (fairseq's zero_grad sets them to None), outside the
+    measurement: the profiler would report their release only if it had seen their allocation, which
+    depends on what ran under an earlier profiler session."""
+    setup[3].zero_grad()
     if device.type == "cuda":
         synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         start = torch.cuda.memory_allocated(device)
-        fn()
+        run_update(setup, sample, step)
         synchronize(device)
         return torch.cuda.max_memory_allocated(device) - start
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
+        run_update(setup, sample, step)
     events = [e for e in prof.profiler.kineto_results.events()
               if e.name() == "[memory]" and str(e.device_type()).endswith("CPU")]
     level = peak = 0
@@ -303,6 +305,7 @@ def benchmark(args) -> dict:
 
     counts = {m.name: set() for m in chosen}
     times = {m.name: [] for m in chosen}
+    cpu_times = {m.name: [] for m in chosen}
     step = 0
 
     def update(method, record_time):
@@ -310,14 +313,15 @@ def benchmark(args) -> dict:
         counter = setups[method.name][-1]
         counter.reset()
         synchronize(device)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         run_update(setups[method.name], sample, step)
         synchronize(device)
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         step += 1
         counts[method.name].add(counter.counts)
         if record_time:
             times[method.name].append(elapsed)
+            cpu_times[method.name].append(cpu)
 
     for method in chosen:  # warm-up: first calls allocate optimizer state, caches and kernels
         for _ in range(args.warmup):
@@ -327,15 +331,12 @@ def benchmark(args) -> dict:
         for method in chosen[shift:] + chosen[:shift]:
             update(method, record_time=True)
 
-    peaks = {}
-    for method in chosen:
-        counter = setups[method.name][-1]
-        peaks[method.name] = peak_memory(lambda: run_update(setups[method.name], sample, step), device)
+    peaks = {method.name: peak_memory(setups[method.name], sample, step, device) for method in chosen}
 
     width = find_token_encoder(setups["STD"][1]).embed_tokens.embedding_dim
     layers = len(find_token_encoder(setups["STD"][1]).layers)
     rows = []
-    std_time = statistics.median(times["STD"])
+    std_time, std_cpu = statistics.median(times["STD"]), statistics.median(cpu_times["STD"])
     for method in chosen:
         if len(counts[method.name]) != 1:
             raise RuntimeError(f"{method.name}: pass counts changed between updates: {counts[method.name]}")
@@ -349,6 +350,10 @@ def benchmark(args) -> dict:
             "paper_ratio": method.paper[2] / 3,
             "ms_per_update": 1000 * median, "times_ms": [1000 * t for t in times[method.name]],
             "time_ratio": median / std_time,
+            "min_ms_per_update": 1000 * min(times[method.name]),
+            "min_time_ratio": min(times[method.name]) / min(times["STD"]),
+            "cpu_ms_per_update": 1000 * statistics.median(cpu_times[method.name]),
+            "cpu_time_ratio": statistics.median(cpu_times[method.name]) / std_cpu,
             "peak_mb": peaks[method.name] / 2**20, "memory_ratio": peaks[method.name] / max(peaks["STD"], 1),
         })
     by_name = {row["method"]: row for row in rows}
@@ -363,9 +368,12 @@ def benchmark(args) -> dict:
     }
     if "R3F" in by_name:
         noise_ms = noise_sampling_ms(bench, width)
-        result["noise_sampling"] = {"ms": noise_ms, "percent_of_r3f_update": 100 * noise_ms / by_name["R3F"]["ms_per_update"]}
+        # against the fastest R3F update: the largest share, the least disturbed by other processes
+        result["noise_sampling"] = {"ms": noise_ms,
+                                    "percent_of_r3f_update": 100 * noise_ms / by_name["R3F"]["min_ms_per_update"]}
         result["targets"] = {
             "r3f_time_ratio <= 2.1": by_name["R3F"]["time_ratio"] <= 2.1,
+            "r3f_cpu_time_ratio <= 2.1": by_name["R3F"]["cpu_time_ratio"] <= 2.1,
             "noise_sampling < 2% of an R3F update": result["noise_sampling"]["percent_of_r3f_update"] < 2,
             "r3f_memory_ratio <= 2.1": by_name["R3F"]["memory_ratio"] <= 2.1,
         }
@@ -393,17 +401,21 @@ def table(result: dict) -> str:
         f"repeats",
         "",
         f"{'method':<13}{'FP':>4}{'BP':>4}{'graphs':>8}   {'paper FP/BP/xFP':<16}{'ms/update':>11}{'x STD':>7}"
-        f"{'paper x':>9}{'peak MB':>10}{'x STD':>7}",
+        f"{'cpu x':>7}{'min x':>7}{'paper x':>9}{'peak MB':>10}{'x STD':>7}",
     ]
     for r in result["methods"]:
         paper = f"{r['paper_fp']}/{r['paper_bp']}/{r['paper_xfp']}"
         lines.append(
             f"{r['method']:<13}{r['fp']:>4}{r['bp']:>4}{r['bp_graphs']:>8}   {paper:<16}{r['ms_per_update']:>11.1f}"
-            f"{r['time_ratio']:>7.2f}{r['paper_ratio']:>9.2f}{r['peak_mb']:>10.1f}{r['memory_ratio']:>7.2f}"
+            f"{r['time_ratio']:>7.2f}{r['cpu_time_ratio']:>7.2f}{r['min_time_ratio']:>7.2f}{r['paper_ratio']:>9.2f}"
+            f"{r['peak_mb']:>10.1f}"
+            f"{r['memory_ratio']:>7.2f}"
         )
     lines.append("")
     lines.append("FP: encoder forwards; BP: backward runs reaching the encoder; graphs: encoder graphs they "
-                 "traversed; paper: Table 1 (S = K), 'paper x' = xFP / 3; peak MB: above the static "
+                 "traversed; x STD: median wall time; cpu x: median CPU time of this process; min x: fastest "
+                 "update's wall time (the least disturbed by other processes); "
+                 "paper: Table 1 (S = K), 'paper x' = xFP / 3; peak MB: above the static "
                  + ", ".join(f"{k} {v:.0f} MB" for k, v in result["static_mb"].items()) + " (weights + Adam)")
     if "noise_sampling" in result:
         n = result["noise_sampling"]
@@ -463,6 +475,8 @@ def parse_args(argv=None):
                         help="comma-separated subset, STD first (default: all)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="auto: CUDA when present, else CPU")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice); 1 makes the "
+                        "CPU-time column immune to other processes on a shared machine")
     parser.add_argument("--json", action="store_true", help="print the result as JSON instead of the table")
     parser.add_argument("--plot", default="benchmark_cost.png", help="bar chart PNG ('' for none)")
     args = parser.parse_args(argv)
@@ -484,6 +498,8 @@ def main(argv=None):
     logging.disable(logging.WARNING)
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     result = benchmark(args)
     if args.plot:
         plot(result, args.plot)
