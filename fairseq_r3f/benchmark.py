@@ -1,7 +1,7 @@
 """The cost of one fine-tuning update per method: Table 1 of the R3F paper, measured instead of assumed.
 
     python -m fairseq_r3f.benchmark                                 # quick default
-    python -m fairseq_r3f.benchmark --size small --seq-len 128 --batch-size 16 --repeats 5   # compute-bound
+    python -m fairseq_r3f.benchmark --size small --seq-len 128 --batch-size 16 --repeats 5 --threads 1
     python -m fairseq_r3f.benchmark --json > cost.json              # machine-readable
 
 Every method runs fairseq's real training step (task.train_step, then the optimizer step) on a RoBERTa of the
@@ -10,7 +10,9 @@ random batch without padding. Methods are interleaved (a rotated order in each r
 the medians are reported, with ratios to STD.
 
 What is measured, per update:
-- wall time (CUDA: synchronised before and after);
+- wall time (CUDA: synchronised before and after): the median and the fastest update (the least disturbed by
+  other processes), and on the CPU this process's CPU time (``--threads 1`` makes it immune to other
+  processes competing for the cores);
 - FP: forward passes through the encoder, counted with a forward hook on the one TransformerEncoder;
 - BP: backward runs (``backward()`` or ``autograd.grad`` calls) that reached the encoder, counted by the
   distinct autograd graph-task ids seen by a hook on each encoder output; "graphs" counts encoder graphs
