@@ -159,7 +159,9 @@ run_one() {
   printf '%q ' "$@" > "$run_dir/command.sh"
   echo >> "$run_dir/command.sh"
   echo "run $run_dir" >&2
-  if ! "$@" > "$run_dir/train.log" 2>&1; then
+  # appended: a run restarted after a failure resumes from its checkpoint_last.pt and keeps its first log
+  echo "# $(date -u '+%Y-%m-%dT%H:%M:%SZ') start" >> "$run_dir/train.log"
+  if ! "$@" >> "$run_dir/train.log" 2>&1; then
     tail -n 20 "$run_dir/train.log" >&2
     echo "error: the run in $run_dir failed; its log is $run_dir/train.log" >&2
     exit 1

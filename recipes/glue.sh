@@ -10,6 +10,9 @@ set -euo pipefail
 #                0.01) with bias-corrected Adam (fairseq's adam) and the plain cross-entropy: R3F without R3F
 #         r3f    std++ plus lambda x symmetric KL under noise (--criterion sentence_prediction_r3f)
 #         r4f    r3f on a spectrally normalised head (--arch roberta_sn_large)
+#         smart  std++ plus SMART's adversarial smoothness term (--criterion sentence_prediction_smart, its
+#                defaults: K=1 ascent step; docs/baselines.md); SMART_* flags go after METHOD
+#         freelb std++ with FreeLB's adversarial training (--task/--criterion sentence_prediction_freelb)
 # Environment:
 #   DATA_DIR       folder with TASK-bin (required)
 #   ROBERTA_PATH   RoBERTa-large model.pt (required unless TINY=1)
@@ -31,7 +34,10 @@ shift 2
 TASKS_TSV=$HPARAMS/glue_tasks.tsv GLUE_TSV=$HPARAMS/glue.tsv
 awk -F'\t' -v t="$TASK" '!/^#/ && $1 == t { found = 1 } END { exit !found }' "$TASKS_TSV" \
   || die "unknown TASK $TASK: choose MNLI QNLI QQP SST-2 RTE MRPC CoLA STS-B"
-case "$METHOD" in std | std++ | r3f | r4f) ;; *) die "unknown METHOD $METHOD: choose std, std++, r3f or r4f" ;; esac
+case "$METHOD" in
+  std | std++ | r3f | r4f | smart | freelb) ;;
+  *) die "unknown METHOD $METHOD: choose std, std++, r3f, r4f, smart or freelb" ;;
+esac
 
 DATA=${DATA_DIR:-}/$TASK-bin
 require_dir DATA_DIR "${DATA_DIR:-}" "the output folder of preprocess/glue.py"
@@ -73,10 +79,13 @@ else
   glue_value WEIGHT_DECAY weight_decay
   METHOD_FLAGS=()
 fi
+FAIRSEQ_TASK=sentence_prediction ARCH=roberta_large
 case "$METHOD" in
-  std | std++) CRITERION=sentence_prediction ARCH=roberta_large ;;
-  r3f) CRITERION=sentence_prediction_r3f ARCH=roberta_large ;;
+  std | std++) CRITERION=sentence_prediction ;;
+  r3f) CRITERION=sentence_prediction_r3f ;;
   r4f) CRITERION=sentence_prediction_r3f ARCH=roberta_sn_large ;;
+  smart) CRITERION=sentence_prediction_smart ;;
+  freelb) CRITERION=sentence_prediction_freelb FAIRSEQ_TASK=sentence_prediction_freelb ;;
 esac
 case "$TASK" in
   MNLI) VALID=valid,valid1 ;;  # matched, mismatched; the checkpoint is chosen on matched
@@ -146,7 +155,7 @@ for NOISE in $NOISE_TYPES; do
       META=$(printf '{"task": "%s", "method": "%s", "config": "%s", "seed": %s, "r3f_lambda": %s, "noise_type": "%s", "metric": "%s", "valid_subsets": "%s"}' \
         "$TASK" "$METHOD" "$CONFIG" "$SEED" "$LAMBDA" "$NOISE" "$METRIC" "$VALID")
       run_one "$RUN_DIR" "$META" "${LAUNCH[@]}" "$DATA" \
-        --task sentence_prediction --num-classes "$NUM_CLASSES" --init-token 0 --separator-token 2 \
+        --task "$FAIRSEQ_TASK" --num-classes "$NUM_CLASSES" --init-token 0 --separator-token 2 \
         --max-positions "$MAX_POSITIONS" --shorten-method truncate "${MODEL_FLAGS[@]}" \
         --criterion "$CRITERION" "${R3F_FLAGS[@]}" "${TASK_FLAGS[@]}" \
         --dropout "$DROPOUT" --attention-dropout "$ATTENTION_DROPOUT" \

@@ -515,3 +515,24 @@ def test_results_table_and_figure_from_the_runs(glue_runs):
     with open(out / "figure2.png", "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert os.path.getsize(out / "figure2.png") > 5000
+
+
+def test_adversarial_baselines_are_methods_of_the_recipe(glue_data, tmp_path):
+    """smart and freelb: the STD++ budget with their own criterion (FreeLB also with its task)."""
+    common = {"DATA_DIR": glue_data["bin"], "ROBERTA_PATH": __file__, "DRY_RUN": 1, "SEEDS": "1",
+              "SAVE_ROOT": tmp_path, "FP16": 0}
+    argv = {m: dry_run_commands(run_recipe(GLUE_SH, ["RTE", m], **common).stdout)[0][1]
+            for m in ("std++", "smart", "freelb")}
+    assert (flag(argv["smart"], "--criterion"), flag(argv["smart"], "--task")) == \
+        ("sentence_prediction_smart", "sentence_prediction")
+    assert (flag(argv["freelb"], "--criterion"), flag(argv["freelb"], "--task")) == \
+        ("sentence_prediction_freelb", "sentence_prediction_freelb")
+    for m in ("smart", "freelb"):
+        for f in ("--lr", "--max-update", "--warmup-updates", "--weight-decay", "--batch-size"):
+            assert flag(argv[m], f) == flag(argv["std++"], f), (m, f)
+    # and they train, through the recipe, on the CPU
+    for method, logged in (("smart", "train_symm_kl"), ("freelb", "train_adv_loss")):
+        run_recipe(GLUE_SH, ["RTE", method, "--no-save"], DATA_DIR=glue_data["bin"], TINY=1, SEEDS="1",
+                   SAVE_ROOT=tmp_path / "tiny", FP16=0)
+        records = _valid_records(tmp_path / "tiny" / "RTE" / method / "default" / "seed1")
+        assert records["train"][-1]["train_num_updates"] == 4.0 and logged in records["train"][-1]

@@ -39,7 +39,7 @@ GLUE_COLUMNS: Dict[str, Tuple[str, List[Tuple[str, str]]]] = {
     "SST-2": ("Acc", [("valid", "accuracy")]),
     "STS-B": ("Pearson", [("valid", "pearson")]),
 }
-METHOD_NAMES = {"std": "STD", "std++": "STD++", "r3f": "R3F", "r4f": "R4F"}
+METHOD_NAMES = {"std": "STD", "std++": "STD++", "smart": "SMART", "freelb": "FreeLB", "r3f": "R3F", "r4f": "R4F"}
 XNLI_LANGUAGES = ("en", "fr", "es", "de", "el", "bg", "ru", "tr", "ar", "vi", "th", "zh", "hi", "sw", "ur")
 
 
