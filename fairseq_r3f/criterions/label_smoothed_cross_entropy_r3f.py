@@ -26,8 +26,7 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
 from fairseq.dataclass import ChoiceEnum
 from fairseq.logging import metrics
 
-from fairseq_r3f.criterions.r3f import NoisedForward, R3FConfig, reduce_r3f_metrics
-from fairseq_r3f.criterions.sentence_prediction_r3f import _recorded_outputs
+from fairseq_r3f.criterions.r3f import NoisedForward, R3FConfig, recorded_outputs, reduce_r3f_metrics
 from fairseq_r3f.divergence import symmetric_kl
 
 KL_NORMALIZATIONS = ("sentence", "token")
@@ -84,7 +83,7 @@ class LabelSmoothedCrossEntropyR3FCriterion(LabelSmoothedCrossEntropyCriterion):
             return super().forward(model, sample, reduce)
 
         # The parent computes the loss and every metric; only its decoder output is needed besides.
-        with _recorded_outputs(model) as clean_outputs:
+        with recorded_outputs(model) as clean_outputs:
             loss, sample_size, logging_output = super().forward(model, sample, reduce)
         (clean_output,) = clean_outputs
 

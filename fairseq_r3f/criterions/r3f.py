@@ -2,6 +2,7 @@
 metrics they log. The criterions themselves only say which outputs to compare."""
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List
 
@@ -91,3 +92,31 @@ def reduce_r3f_metrics(logging_outputs: List[Dict]) -> None:
     if total > 0:
         changed = sum(log.get("noise_changed", 0) for log in logging_outputs)
         metrics.log_scalar("noise_kept", 100.0 * float(changed) / total, total, round=1)
+
+
+@contextmanager
+def recorded_outputs(module):
+    """Collects what ``module`` returns while the block runs: the criterions let their fairseq parent compute
+    the loss and metrics, and take the clean outputs they compare against from here."""
+    outputs = []
+    handle = module.register_forward_hook(lambda _module, _inputs, output: outputs.append(output))
+    try:
+        yield outputs
+    finally:
+        handle.remove()
+
+
+def classification_head(model, name: str, criterion: str):
+    """The head ``name`` of a sentence classification model, or an error naming the heads it has."""
+    heads = getattr(model, "classification_heads", None)
+    if heads is None:
+        raise ValueError(
+            f"--criterion {criterion} needs a model with classification heads (RoBERTa, XLM-R or BART under "
+            f"--task sentence_prediction); {type(model).__name__} has none"
+        )
+    if name not in heads:
+        raise ValueError(
+            f"the model has no classification head {name!r} (it has: {', '.join(heads) or 'none'}); pass "
+            f"--classification-head-name with one of those, the same name to the task and the criterion"
+        )
+    return heads[name]

@@ -4,30 +4,24 @@ lambda x the symmetric KL between the head's outputs on clean and on noised toke
 With R4F's spectrally normalised head this is the same criterion on a ``*_sn_*`` architecture.
 """
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from fairseq.criterions import register_criterion
 from fairseq.criterions.sentence_prediction import SentencePredictionConfig, SentencePredictionCriterion
 
-from fairseq_r3f.criterions.r3f import NoisedForward, R3FConfig, reduce_r3f_metrics
+from fairseq_r3f.criterions.r3f import (
+    NoisedForward,
+    R3FConfig,
+    classification_head,
+    recorded_outputs,
+    reduce_r3f_metrics,
+)
 from fairseq_r3f.divergence import squared_difference, symmetric_kl
 
 
 @dataclass
 class SentencePredictionR3FConfig(SentencePredictionConfig, R3FConfig):
     pass
-
-
-@contextmanager
-def _recorded_outputs(module):
-    """Collects what ``module`` returns while the block runs."""
-    outputs = []
-    handle = module.register_forward_hook(lambda _module, _inputs, output: outputs.append(output))
-    try:
-        yield outputs
-    finally:
-        handle.remove()
 
 
 @register_criterion("sentence_prediction_r3f", dataclass=SentencePredictionR3FConfig)
@@ -46,12 +40,12 @@ class SentencePredictionR3FCriterion(SentencePredictionCriterion):
         self.noised_forward = NoisedForward(cfg)
 
     def forward(self, model, sample, reduce=True):
-        head = self._classification_head(model)
+        head = classification_head(model, self.classification_head_name, "sentence_prediction_r3f")
         if not (model.training and self.noised_forward.enabled):
             return super().forward(model, sample, reduce)
 
         # The parent computes the task loss and every metric; only its logits are needed besides.
-        with _recorded_outputs(head) as clean_outputs:
+        with recorded_outputs(head) as clean_outputs:
             loss, sample_size, logging_output = super().forward(model, sample, reduce)
         (clean_logits,) = clean_outputs
 
@@ -71,21 +65,6 @@ class SentencePredictionR3FCriterion(SentencePredictionCriterion):
         loss = loss + self.noised_forward.r3f_lambda * term
         logging_output.update(noise_log, loss=loss.data, symm_kl=term.data)
         return loss, sample_size, logging_output
-
-    def _classification_head(self, model):
-        heads = getattr(model, "classification_heads", None)
-        if heads is None:
-            raise ValueError(
-                f"--criterion sentence_prediction_r3f needs a model with classification heads (RoBERTa, "
-                f"XLM-R or BART under --task sentence_prediction); {type(model).__name__} has none"
-            )
-        if self.classification_head_name not in heads:
-            raise ValueError(
-                f"the model has no classification head {self.classification_head_name!r} "
-                f"(it has: {', '.join(heads) or 'none'}); pass --classification-head-name with one of "
-                f"those, the same name to the task and the criterion"
-            )
-        return heads[self.classification_head_name]
 
     @staticmethod
     def reduce_metrics(logging_outputs) -> None:

@@ -19,8 +19,7 @@ from fairseq.criterions import register_criterion
 from fairseq.criterions.sentence_prediction import SentencePredictionConfig, SentencePredictionCriterion
 from fairseq.dataclass import ChoiceEnum
 
-from fairseq_r3f.criterions.r3f import reduce_r3f_metrics
-from fairseq_r3f.criterions.sentence_prediction_r3f import _recorded_outputs
+from fairseq_r3f.criterions.r3f import classification_head, recorded_outputs, reduce_r3f_metrics
 from fairseq_r3f.divergence import squared_difference, symmetric_kl
 from fairseq_r3f.perturb import find_token_encoder, perturbed_token_embeddings
 
@@ -72,17 +71,6 @@ class EmbeddingBall:
         else:
             delta = delta * magnitude
         return self.project(delta)
-
-
-def classification_head(model, name: str, criterion: str):
-    heads = getattr(model, "classification_heads", None)
-    if heads is None or name not in heads:
-        raise ValueError(
-            f"--criterion {criterion} needs a model with the classification head {name!r} (RoBERTa, XLM-R "
-            f"or BART under a sentence_prediction task); this {type(model).__name__} has: "
-            f"{', '.join(heads or []) or 'none'}. Pass the same --classification-head-name to task and criterion"
-        )
-    return heads[name]
 
 
 def embedding_ball(model, sample, norm: str, radius: float):
@@ -164,7 +152,7 @@ class SentencePredictionSMARTCriterion(SentencePredictionCriterion):
         if not (model.training and self.enabled):
             return super().forward(model, sample, reduce)
         head = classification_head(model, self.classification_head_name, "sentence_prediction_smart")
-        with _recorded_outputs(head) as clean_outputs:
+        with recorded_outputs(head) as clean_outputs:
             loss, sample_size, logging_output = super().forward(model, sample, reduce)
         (clean_logits,) = clean_outputs
 
