@@ -169,6 +169,37 @@ run_one() {
   touch "$run_dir/done"
 }
 
+# r3f_configurations USES_R3F LOOKUP: sets LAMBDAS and NOISE_TYPES, the R3F configurations a recipe runs, and
+# checks them and SEEDS. LOOKUP VAR NAME reads a value of the recipe's table. With SWEEP=1 the table's grid
+# (LAMBDAS / NOISE_TYPES narrow it), else R3F_LAMBDA / NOISE_TYPE or the table's single-run default; a
+# method without R3F (USES_R3F=0) runs once with lambda 0.
+r3f_configurations() {
+  local uses_r3f=$1 lookup=$2 grid
+  if [[ "$uses_r3f" != 1 ]]; then
+    LAMBDAS=0 NOISE_TYPES=none
+  elif [[ "${SWEEP:-0}" == 1 ]]; then
+    "$lookup" grid r3f_lambda_grid
+    LAMBDAS=${LAMBDAS:-${grid//,/ }}
+    "$lookup" grid noise_type_grid
+    NOISE_TYPES=${NOISE_TYPES:-${grid//,/ }}
+  else
+    "$lookup" grid r3f_lambda
+    LAMBDAS=${R3F_LAMBDA:-$grid}
+    "$lookup" grid noise_type
+    NOISE_TYPES=${NOISE_TYPE:-$grid}
+  fi
+  local noise lambda seed
+  for noise in $NOISE_TYPES; do
+    [[ "$noise" =~ ^(uniform|normal|none)$ ]] || die "noise type $noise: choose uniform or normal (or none)"
+  done
+  for lambda in $LAMBDAS; do
+    [[ "$lambda" =~ ^[0-9]*\.?[0-9]+([eE]-?[0-9]+)?$ ]] || die "lambda $lambda is not a non-negative number"
+  done
+  for seed in $SEEDS; do
+    [[ "$seed" =~ ^[0-9]+$ ]] || die "SEEDS=\"$SEEDS\": seeds must be integers"
+  done
+}
+
 # words "a,b,c" -> "a b c"
 words() { echo "${1//,/ }"; }
 

@@ -60,25 +60,12 @@ elif ((PER_GPU_TOKENS < 1024)); then
   die "$PER_GPU_TOKENS tokens per GPU step cannot hold a 1024-token article: lower UPDATE_FREQ (the effective batch is $TOKENS_PER_UPDATE tokens)"
 fi
 
-if [[ "${SWEEP:-0}" == 1 ]]; then
-  LAMBDAS=${LAMBDAS:-${HP_r3f_lambda_grid//,/ }}
-  NOISE_TYPES=${NOISE_TYPES:-${HP_noise_type_grid//,/ }}
-else
-  LAMBDAS=${R3F_LAMBDA:-$HP_r3f_lambda}
-  NOISE_TYPES=${NOISE_TYPE:-$HP_noise_type}
-fi
 NORMALIZATION=${R3F_KL_NORMALIZATION:-$HP_r3f_kl_normalization}
 SEEDS=${SEEDS:-1}
 SAVE_ROOT=${SAVE_ROOT:-runs/summarization}
-for NOISE in $NOISE_TYPES; do
-  [[ "$NOISE" =~ ^(uniform|normal|none)$ ]] || die "noise type $NOISE: choose uniform or normal (or none)"
-done
-for LAMBDA in $LAMBDAS; do
-  [[ "$LAMBDA" =~ ^[0-9]*\.?[0-9]+([eE]-?[0-9]+)?$ ]] || die "lambda $LAMBDA is not a non-negative number"
-done
-for SEED in $SEEDS; do
-  [[ "$SEED" =~ ^[0-9]+$ ]] || die "SEEDS=\"$SEEDS\": seeds must be integers"
-done
+# the table was read into HP_<name> above
+hp_value() { local name=HP_$2; printf -v "$1" '%s' "${!name}"; }
+r3f_configurations 1 hp_value
 [[ "$NORMALIZATION" =~ ^(sentence|token)$ ]] || die "R3F_KL_NORMALIZATION=$NORMALIZATION: choose sentence or token"
 
 echo "# $DATASET: lr $HP_lr, $MAX_UPDATE updates ($WARMUP warm-up), $TOKENS_PER_UPDATE tokens per update = $WORLD_SIZE GPU(s) x $PER_GPU_TOKENS x update-freq $UPDATE_FREQ" >&2

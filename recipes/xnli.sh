@@ -66,21 +66,6 @@ if [[ "$TINY" == 1 ]]; then
   MODEL_FLAGS=(--arch "${ARCH/large/base}" "${TINY_MODEL_FLAGS[@]}")
   MAX_UPDATE=$TINY_UPDATES WARMUP=1 MAX_POSITIONS=64
 fi
-if [[ "$CRITERION" == sentence_prediction_r3f ]]; then
-  if [[ "${SWEEP:-0}" == 1 ]]; then
-    value LAMBDA_GRID r3f_lambda_grid
-    value NOISE_GRID noise_type_grid
-    LAMBDAS=${LAMBDAS:-${LAMBDA_GRID//,/ }}
-    NOISE_TYPES=${NOISE_TYPES:-${NOISE_GRID//,/ }}
-  else
-    value DEFAULT_LAMBDA r3f_lambda
-    value DEFAULT_NOISE noise_type
-    LAMBDAS=${R3F_LAMBDA:-$DEFAULT_LAMBDA}
-    NOISE_TYPES=${NOISE_TYPE:-$DEFAULT_NOISE}
-  fi
-else
-  LAMBDAS=0 NOISE_TYPES=none
-fi
 value N_SEEDS seeds
 SEEDS=${SEEDS:-$(seq 1 "$N_SEEDS")}
 SAVE_ROOT=${SAVE_ROOT:-runs/xnli}
@@ -97,15 +82,9 @@ value CLIP_NORM clip_norm
 value LR_SCHEDULER lr_scheduler
 value LR lr
 value MAX_TOKENS max_tokens
-for NOISE in $NOISE_TYPES; do
-  [[ "$NOISE" =~ ^(uniform|normal|none)$ ]] || die "noise type $NOISE: choose uniform or normal"
-done
-for LAMBDA in $LAMBDAS; do
-  [[ "$LAMBDA" =~ ^[0-9]*\.?[0-9]+$ ]] || die "lambda $LAMBDA is not a non-negative number"
-done
-for SEED in $SEEDS; do
-  [[ "$SEED" =~ ^[0-9]+$ ]] || die "SEEDS=\"$SEEDS\": seeds must be integers"
-done
+USES_R3F=0
+[[ "$CRITERION" == sentence_prediction_r3f ]] && USES_R3F=1
+r3f_configurations "$USES_R3F" value
 for NOISE in $NOISE_TYPES; do
   for LAMBDA in $LAMBDAS; do
     if [[ "$CRITERION" == sentence_prediction_r3f ]]; then

@@ -293,7 +293,7 @@ def test_recipe_stops_before_running_when_inputs_are_missing(glue_data, tmp_path
          "no such file"),
         ({"DATA_DIR": str(tmp_path)}, ["RTE", "std"], "run preprocess/glue.py --tasks RTE first"),
         ({"DATA_DIR": glue_data["bin"], "TINY": 1}, ["WNLI", "r3f"], "unknown TASK WNLI"),
-        ({"DATA_DIR": glue_data["bin"], "TINY": 1}, ["RTE", "smart"], "unknown METHOD smart"),
+        ({"DATA_DIR": glue_data["bin"], "TINY": 1}, ["RTE", "mixout"], "unknown METHOD mixout"),
         ({"DATA_DIR": glue_data["bin"], "TINY": 1, "SWEEP": 1}, ["RTE", "std"], "SWEEP=1"),
     ]
     for variables, args, message in cases:
