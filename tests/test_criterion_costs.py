@@ -3,7 +3,6 @@
 import logging
 
 import pytest
-import torch
 
 from conftest import NO_DROPOUT, build_in_process, first_batch
 from fairseq_r3f.perturb import find_token_encoder

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import fairseq_r3f.criterions.r3f as r3f
-from conftest import NO_DROPOUT, build_in_process, first_batch
+from conftest import NO_DROPOUT, build_in_process
 
 
 def deterministic_noise(noise_type, eps):

@@ -10,14 +10,11 @@ chain, one line per method, as in Figure 4).
 """
 
 import argparse
-import logging
-import os
 from typing import Dict, List
 
 from fairseq_r3f.probing import plots
-from fairseq_r3f.probing.runner import Experiment, add_common_arguments, fmt, main_wrapper, split_extra, summarise
+from fairseq_r3f.probing.runner import Experiment, add_common_arguments, cell, main_wrapper, split_extra, summarise
 
-logger = logging.getLogger("fairseq_r3f.probing")
 
 CHAIN = ["SST-2", "QNLI", "QQP", "RTE"]
 
@@ -71,18 +68,9 @@ def run(argv: List[str]) -> Dict:
         "|---" * (len(args.chain) + 1) + "|",
     ]
     for method in exp.methods:
-        cells = []
-        for step in steps:
-            s = summary[method][step]
-            cells.append(fmt(s["mean"]) + (f" ({fmt(s['min'])}-{fmt(s['max'])})" if s["n"] > 1 else ""))
+        cells = [cell(summary[method][step]) for step in steps]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    json_path, md_path = exp.write_results(results, "\n".join(lines) + "\n")
-    figure = os.path.join(exp.work_dir, "degradation.png")
-    plots.degradation(results, list(exp.methods), figure)
-    print("\n".join(lines))
-    logger.info(f"{exp.done_now} runs done now, {exp.planned - exp.done_now} found done; "
-                f"results: {json_path}, {md_path}, {figure}")
-    return results
+    return exp.publish(results, lines, plots.degradation)
 
 
 def main(argv=None) -> int:

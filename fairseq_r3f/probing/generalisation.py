@@ -9,14 +9,11 @@ Writes WORK/results.json (every probe, and mean/min/max over seeds per method an
 """
 
 import argparse
-import logging
-import os
 from typing import Dict, List
 
 from fairseq_r3f.probing import plots
-from fairseq_r3f.probing.runner import Experiment, add_common_arguments, fmt, main_wrapper, split_extra, summarise
+from fairseq_r3f.probing.runner import Experiment, add_common_arguments, cell, main_wrapper, split_extra, summarise
 
-logger = logging.getLogger("fairseq_r3f.probing")
 
 PROBE_TASKS = ["MNLI", "QNLI", "QQP", "RTE", "MRPC", "CoLA"]  # "six other GLUE tasks" (Section 4.1)
 
@@ -65,18 +62,9 @@ def run(argv: List[str]) -> Dict:
         f"{args.seeds} (min-max when several).", "", header, "|---" * (len(args.probe_tasks) + 1) + "|",
     ]
     for method in exp.methods:
-        cells = []
-        for task in args.probe_tasks:
-            s = summary[method][task]
-            cells.append(fmt(s["mean"]) + (f" ({fmt(s['min'])}-{fmt(s['max'])})" if s["n"] > 1 else ""))
+        cells = [cell(summary[method][task]) for task in args.probe_tasks]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    json_path, md_path = exp.write_results(results, "\n".join(lines) + "\n")
-    figure = os.path.join(exp.work_dir, "generalisation.png")
-    plots.generalisation(results, list(exp.methods), figure)
-    print("\n".join(lines))
-    logger.info(f"{exp.done_now} runs done now, {exp.planned - exp.done_now} found done; "
-                f"results: {json_path}, {md_path}, {figure}")
-    return results
+    return exp.publish(results, lines, plots.generalisation)
 
 
 def main(argv=None) -> int:

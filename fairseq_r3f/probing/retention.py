@@ -13,14 +13,11 @@ and WORK/retention.png (one panel per task, probe metric per cycle, one line per
 """
 
 import argparse
-import logging
-import os
 from typing import Dict, List
 
 from fairseq_r3f.probing import plots
-from fairseq_r3f.probing.runner import Experiment, add_common_arguments, fmt, main_wrapper, split_extra, summarise
+from fairseq_r3f.probing.runner import Experiment, add_common_arguments, cell, main_wrapper, split_extra, summarise
 
-logger = logging.getLogger("fairseq_r3f.probing")
 
 CHAIN = ["SST-2", "QNLI", "QQP", "RTE"]
 
@@ -83,17 +80,9 @@ def run(argv: List[str]) -> Dict:
     ]
     for task in args.chain:
         for method in exp.methods:
-            cells = []
-            for s in summary[method][task]:
-                cells.append(fmt(s["mean"]) + (f" ({fmt(s['min'])}-{fmt(s['max'])})" if s["n"] > 1 else ""))
+            cells = [cell(s) for s in summary[method][task]]
             lines.append(f"| {task} ({exp.hparams.metric(task)}) | {method} | " + " | ".join(cells) + " |")
-    json_path, md_path = exp.write_results(results, "\n".join(lines) + "\n")
-    figure = os.path.join(exp.work_dir, "retention.png")
-    plots.retention(results, list(exp.methods), figure)
-    print("\n".join(lines))
-    logger.info(f"{exp.done_now} runs done now, {exp.planned - exp.done_now} found done; "
-                f"results: {json_path}, {md_path}, {figure}")
-    return results
+    return exp.publish(results, lines, plots.retention)
 
 
 def main(argv=None) -> int:

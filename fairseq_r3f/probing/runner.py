@@ -17,7 +17,7 @@ import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -253,15 +253,23 @@ class Experiment:
     def _save_state(self) -> None:
         write_json_atomic(self.state_path, self.state)
 
-    def write_results(self, results: Dict, table: str) -> Tuple[str, str]:
+    def publish(self, results: Dict, lines: List[str], plot: Callable[[Dict, List[str], str], None]) -> Dict:
+        """Writes results.json, results.md (the table ``lines``) and the figure ``<experiment>.png`` drawn by
+        ``plot(results, methods, path)``, prints the table, and returns the results as written."""
         results = {"experiment": self.name, "methods": list(self.methods), "seeds": self.args.seeds,
                    "arch": self.args.arch, "pretrained": self.pretrained, **results}
         json_path = os.path.join(self.work_dir, "results.json")
         md_path = os.path.join(self.work_dir, "results.md")
+        figure = os.path.join(self.work_dir, f"{self.name}.png")
         write_json_atomic(json_path, results)
+        table = "\n".join(lines)
         with open(md_path, "w") as f:
-            f.write(table)
-        return json_path, md_path
+            f.write(table + "\n")
+        plot(results, list(self.methods), figure)
+        print(table)
+        logger.info(f"{self.done_now} runs done now, {self.planned - self.done_now} found done; "
+                    f"results: {json_path}, {md_path}, {figure}")
+        return results
 
 
 def _drop_optimizer_state(path: str) -> None:
@@ -314,6 +322,11 @@ def summarise(values: List[Optional[float]]) -> Dict:
 
 def fmt(value: Optional[float]) -> str:
     return "-" if value is None else f"{value:.2f}"
+
+
+def cell(summary: Dict) -> str:
+    """A table cell: the mean over seeds, with (min-max) when there are several."""
+    return fmt(summary["mean"]) + (f" ({fmt(summary['min'])}-{fmt(summary['max'])})" if summary["n"] > 1 else "")
 
 
 def main_wrapper(run, argv=None) -> int:
