@@ -1,7 +1,8 @@
 """A small built-in sentence classification task, generated on the fly, for the demo and the tests.
 
 Sentences are drawn from a vocabulary of neutral words plus two marked sets; the label says which marked set
-occurs more often (classification), or is their difference per token (regression, the STS-B case). With
+occurs more often (classification), or is their difference per token (regression, the STS-B case);
+``label_noise`` flips that share of the classification labels, so that no method can reach 100%. With
 ``pairs`` the sentence is split into two inputs, like RTE or MNLI. It is written as raw text and binarised
 with the real ``fairseq-preprocess`` into the layout fairseq's ``sentence_prediction`` task reads:
 ``input0/``, ``input1/``, ``label/``.
@@ -26,7 +27,7 @@ def fairseq_command(name: str) -> List[str]:
     return [sys.executable, "-m", "fairseq_cli." + name.split("-", 1)[1]]
 
 
-def _examples(n: int, rng: random.Random, regression: bool) -> List[Tuple[List[str], str]]:
+def _examples(n: int, rng: random.Random, regression: bool, label_noise: float) -> List[Tuple[List[str], str]]:
     examples = []
     while len(examples) < n:
         length = rng.randint(8, 20)
@@ -37,13 +38,15 @@ def _examples(n: int, rng: random.Random, regression: bool) -> List[Tuple[List[s
         for word in [rng.choice(POSITIVE) for _ in range(n_pos)] + [rng.choice(NEGATIVE) for _ in range(n_neg)]:
             words.insert(rng.randint(0, len(words)), word)
         label = f"{(n_pos - n_neg) / 4:.3f}" if regression else ("1" if n_pos > n_neg else "0")
+        if label_noise and not regression and rng.random() < label_noise:
+            label = "1" if label == "0" else "0"
         examples.append((words, label))
     return examples
 
 
 def write_toy_task(
     out_dir: str, n_train: int = 800, n_valid: int = 200, seed: int = 0, regression: bool = False,
-    pairs: bool = False,
+    pairs: bool = False, label_noise: float = 0.0,
 ) -> str:
     """Generates, writes and binarises the task; returns the data-bin folder for fairseq-train."""
     rng = random.Random(seed)
@@ -51,7 +54,7 @@ def write_toy_task(
     os.makedirs(raw, exist_ok=True)
     inputs = ["input0", "input1"] if pairs else ["input0"]
     for split, n in (("train", n_train), ("valid", n_valid)):
-        examples = _examples(n, rng, regression)
+        examples = _examples(n, rng, regression, label_noise)
         columns = {name: [] for name in inputs + ["label"]}
         for words, label in examples:
             cut = len(words) // 2 if pairs else len(words)
