@@ -40,6 +40,13 @@ class R3FConfig(FairseqDataclass):
     )
 
 
+def require_non_negative(cfg, *names: str) -> None:
+    """Stops on the first of the options ``names`` (dataclass field names) that is negative."""
+    for name in names:
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0 (got {getattr(cfg, name)})")
+
+
 def check_r3f_config(cfg: R3FConfig) -> None:
     if cfg.r3f_lambda < 0:
         raise ValueError(f"--r3f-lambda must be >= 0 (got {cfg.r3f_lambda}); use 0 to switch R3F off")

@@ -19,7 +19,12 @@ from fairseq.criterions import register_criterion
 from fairseq.criterions.sentence_prediction import SentencePredictionConfig, SentencePredictionCriterion
 from fairseq.dataclass import ChoiceEnum
 
-from fairseq_r3f.criterions.r3f import classification_head, recorded_outputs, reduce_r3f_metrics
+from fairseq_r3f.criterions.r3f import (
+    classification_head,
+    recorded_outputs,
+    reduce_r3f_metrics,
+    require_non_negative,
+)
 from fairseq_r3f.divergence import squared_difference, symmetric_kl
 from fairseq_r3f.perturb import find_token_encoder, perturbed_token_embeddings
 
@@ -133,9 +138,7 @@ class SentencePredictionSMARTCriterion(SentencePredictionCriterion):
                 f"--criterion sentence_prediction_smart needs a sentence classification task such as "
                 f"--task sentence_prediction; {type(task).__name__} has no label dictionary"
             )
-        for name in ("smart_lambda", "smart_steps", "smart_step_size", "smart_eps", "smart_init"):
-            if getattr(cfg, name) < 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 0 (got {getattr(cfg, name)})")
+        require_non_negative(cfg, "smart_lambda", "smart_steps", "smart_step_size", "smart_eps", "smart_init")
         super().__init__(cfg, task)
         self.smart_lambda = cfg.smart_lambda
         self.steps = cfg.smart_steps
