@@ -13,6 +13,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["fairseq_r3f", "fairseq_r3f.*"]),
+    package_data={"fairseq_r3f": ["hparams/*.tsv"]},
     python_requires=">=3.8",
     install_requires=[],
     extras_require={

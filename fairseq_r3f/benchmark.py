@@ -42,9 +42,9 @@ import torch.nn.functional as F
 import fairseq_r3f
 from fairseq_r3f.criterions.sentence_prediction_r3f import SentencePredictionR3FCriterion
 from fairseq_r3f.divergence import symmetric_kl
+from fairseq_r3f.tools import USER_DIR
 from fairseq_r3f.perturb import find_token_encoder, perturbed_token_embeddings, sample_noise
 
-USER_DIR = os.path.dirname(os.path.abspath(fairseq_r3f.__file__))
 
 # layers, width, ffn width, attention heads
 SIZES = {

@@ -16,9 +16,9 @@ import tempfile
 import time
 
 from fairseq_r3f.logs import read_json_log
-from fairseq_r3f.toy_data import fairseq_command, write_toy_task
+from fairseq_r3f.tools import USER_DIR, fairseq_command
+from fairseq_r3f.toy_data import write_toy_task
 
-USER_DIR = os.path.dirname(os.path.abspath(__file__))
 
 METHODS = {
     "std": ["--criterion", "sentence_prediction", "--arch", "roberta_base"],

@@ -11,20 +11,13 @@ with the real ``fairseq-preprocess`` into the layout fairseq's ``sentence_predic
 import os
 import random
 import subprocess
-import sys
 from typing import List, Tuple
+
+from fairseq_r3f.tools import fairseq_command
 
 POSITIVE = [f"p{i}" for i in range(6)]
 NEGATIVE = [f"n{i}" for i in range(6)]
 NEUTRAL = [f"w{i}" for i in range(40)]
-
-
-def fairseq_command(name: str) -> List[str]:
-    """The fairseq console script ``name`` (fairseq-train, ...) of the running Python environment."""
-    script = os.path.join(os.path.dirname(sys.executable), name)
-    if os.path.exists(script):
-        return [script]
-    return [sys.executable, "-m", "fairseq_cli." + name.split("-", 1)[1]]
 
 
 def _examples(n: int, rng: random.Random, regression: bool, label_noise: float) -> List[Tuple[List[str], str]]:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 set -euo pipefail
-# Shared by recipes/glue.sh and recipes/xnli.sh (sourced, not run): reading recipes/hparams, checking inputs,
+# Shared by recipes/glue.sh and recipes/xnli.sh (sourced, not run): reading fairseq_r3f/hparams, checking inputs,
 # the launcher (one GPU, several on one node, SLURM, torchrun), the batch split, fp16, logging, dry-run and
 # the tiny CPU mode. The sourcing script defines usage() first.
 #
@@ -18,7 +18,7 @@ set -euo pipefail
 #   TINY_UPDATES=4   updates per run in TINY mode
 
 R3F_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-HPARAMS=$R3F_ROOT/recipes/hparams
+HPARAMS=$R3F_ROOT/fairseq_r3f/hparams
 USER_DIR=$R3F_ROOT/fairseq_r3f
 
 NGPUS=${NGPUS:-1}

@@ -23,7 +23,7 @@ set -euo pipefail
 #                  narrow it); otherwise one configuration, R3F_LAMBDA (default 1.0) and NOISE_TYPE (uniform)
 #   and the launch settings of recipes/common.sh: NGPUS NNODES UPDATE_FREQ LAUNCHER FP16 DRY_RUN TINY
 # Flags after METHOD go to fairseq-train last and override the recipe's.
-# Hyper-parameters: recipes/hparams/glue_tasks.tsv (per task), recipes/hparams/glue.tsv (shared).
+# Hyper-parameters: fairseq_r3f/hparams/glue_tasks.tsv (per task), fairseq_r3f/hparams/glue.tsv (shared).
 
 usage() { sed -n '3,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 set -euo pipefail
 # Fine-tune BART-large with R3F on one summarization dataset, with the paper's hyper-parameters (appendix
-# Tables 7 and 8, in recipes/hparams/summarization.tsv).
+# Tables 7 and 8, in fairseq_r3f/hparams/summarization.tsv).
 #
 #   DATA_BIN=OUT/bin BART_PATH=bart.large/model.pt recipes/summarization.sh DATASET [fairseq-train flags]
 #

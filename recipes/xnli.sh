@@ -19,7 +19,7 @@ set -euo pipefail
 #   and the launch settings of recipes/common.sh: NGPUS NNODES UPDATE_FREQ LAUNCHER FP16 DRY_RUN TINY
 # Test-set accuracy per language, Table 3's layout:
 #   python -m fairseq_r3f.evaluation.results xnli --data XNLI_BIN --checkpoint RUN/checkpoint_best.pt
-# Hyper-parameters: recipes/hparams/xnli.tsv.
+# Hyper-parameters: fairseq_r3f/hparams/xnli.tsv.
 
 usage() { sed -n '3,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"

@@ -6,7 +6,8 @@ import subprocess
 import pytest
 
 from fairseq_r3f.logs import read_json_log
-from fairseq_r3f.toy_data import fairseq_command, write_toy_task
+from fairseq_r3f.tools import fairseq_command
+from fairseq_r3f.toy_data import write_toy_task
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 USER_DIR = os.path.join(REPO, "fairseq_r3f")

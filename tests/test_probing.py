@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from conftest import REPO, TINY_ROBERTA, run_fairseq, train_args
-from fairseq_r3f.toy_data import fairseq_command, write_toy_task
+from fairseq_r3f.tools import fairseq_command
+from fairseq_r3f.toy_data import write_toy_task
 
 HEADS = "classification_heads."
 TINY = [*TINY_ROBERTA, "--max-update", "4", "--total-num-update", "4", "--warmup-updates", "1", "--lr", "1e-3",

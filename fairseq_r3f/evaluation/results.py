@@ -206,11 +206,10 @@ def subset_size(data: str, subset: str) -> int:
 def validate_checkpoint(checkpoint: str, data: str, subsets: List[str], batch_size: int, cpu: bool):
     """{subset: (accuracy in percent, examples scored)} from fairseq-validate; fails unless every example of
     every subset was scored."""
-    from fairseq_r3f.toy_data import fairseq_command
+    from fairseq_r3f.tools import USER_DIR, fairseq_command
 
-    user_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     command = fairseq_command("fairseq-validate") + [
-        data, "--task", "sentence_prediction", "--path", checkpoint, "--user-dir", user_dir,
+        data, "--task", "sentence_prediction", "--path", checkpoint, "--user-dir", USER_DIR,
         # fairseq 0.12 needs --criterion here to resolve the task's interpolations from the checkpoint.
         "--criterion", "sentence_prediction", "--valid-subset", ",".join(subsets),
         "--batch-size", str(batch_size), "--required-batch-size-multiple", "1", "--log-format", "json",

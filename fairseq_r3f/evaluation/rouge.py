@@ -5,7 +5,7 @@ r"""From a summarization checkpoint to a ROUGE table.
         --output-dir EVAL [-- extra fairseq-generate flags]
 
 generates the test set with ``fairseq-generate`` (with this plugin's ``--user-dir``, the dataset's decoding
-settings from recipes/hparams/summarization.tsv and GPT-2 BPE decoding), writes one detokenised hypothesis
+settings from fairseq_r3f/hparams/summarization.tsv and GPT-2 BPE decoding), writes one detokenised hypothesis
 per line to EVAL/test.hypo, and scores it against the raw references with Google's ``rouge-score``
 (F-measure x 100 averaged over documents, Porter stemming on). ``--hypotheses FILE`` scores an existing file
 instead of generating. ROUGE-Lsum, for CNN/DM, puts one sentence per line on both sides first (NLTK's Punkt
@@ -25,15 +25,14 @@ import subprocess
 import sys
 from typing import Dict, List, Optional, Sequence
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-HPARAMS = os.path.join(REPO, "recipes", "hparams", "summarization.tsv")
-USER_DIR = os.path.join(REPO, "fairseq_r3f")
+from fairseq_r3f.tools import USER_DIR, hparams_path
+
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
 
-def read_hparams(path: str = HPARAMS) -> Dict[str, Dict[str, str]]:
+def read_hparams(path: Optional[str] = None) -> Dict[str, Dict[str, str]]:
     """{dataset: {name: value}} from the tab-separated table."""
-    with open(path, encoding="utf-8") as f:
+    with open(path or hparams_path("summarization.tsv"), encoding="utf-8") as f:
         rows = [row for row in csv.reader(f, delimiter="\t") if row and not row[0].startswith("#")]
     header = rows[0]
     datasets = header[1:-1]  # the last column says where a value comes from
@@ -135,7 +134,7 @@ def read_lines(path: str) -> List[str]:
 
 def generate(args, settings: Dict[str, str], extra: List[str]) -> str:
     """Runs fairseq-generate; returns the path of the hypotheses, one per line in test-set order."""
-    from fairseq_r3f.toy_data import fairseq_command
+    from fairseq_r3f.tools import fairseq_command
 
     import torch
 
@@ -196,7 +195,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--output-dir", default=".", help="for the hypotheses, generation log and rouge.json")
     parser.add_argument("--workers", type=int, default=None, help="scoring processes (default: all cores)")
-    parser.add_argument("--hparams", default=HPARAMS)
+    parser.add_argument("--hparams", help="summarization table (default: the shipped fairseq_r3f/hparams/summarization.tsv)")
     args = parser.parse_args(argv)
 
     hparams = read_hparams(args.hparams)

@@ -1,6 +1,6 @@
 """What the probing drivers run: the fine-tuning methods as fairseq-train flag sets, and the GLUE values.
 
-The per-task and shared GLUE values are read from ``recipes/hparams`` (``glue_tasks.tsv``, ``glue.tsv``),
+The per-task and shared GLUE values are read from ``fairseq_r3f/hparams`` (``glue_tasks.tsv``, ``glue.tsv``),
 the tables recipes/glue.sh reads too: appendix A.2 says probing uses the fine-tuning values. The methods are
 defined here only, and every driver can replace or add one with ``--method NAME=FLAGS``.
 """
@@ -10,9 +10,8 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DEFAULT_HPARAMS = os.path.join(REPO_ROOT, "recipes", "hparams")
-USER_DIR = os.path.join(REPO_ROOT, "fairseq_r3f")
+from fairseq_r3f.tools import USER_DIR, read_table  # noqa: F401  (USER_DIR: used by the drivers)
+
 
 # fairseq-train flags a sentence_prediction criterion needs to log a task's metric.
 METRIC_FLAGS = {
@@ -53,7 +52,7 @@ def sn_arch(arch: str) -> str:
 
 def builtin_methods(shared: Dict[str, str]) -> Dict[str, Method]:
     """The paper's methods. STD++ is the paper's budget and optimiser with the plain cross-entropy; R3F and
-    R4F take lambda, noise type and eps from recipes/hparams/glue.tsv; SMART its criterion's defaults."""
+    R4F take lambda, noise type and eps from fairseq_r3f/hparams/glue.tsv; SMART its criterion's defaults."""
     r3f = [
         "--criterion", "sentence_prediction_r3f", "--r3f-lambda", shared["r3f_lambda"],
         "--noise-type", shared["noise_type"], "--eps", shared["eps"],
@@ -84,29 +83,6 @@ def parse_method_overrides(overrides: List[str], methods: Dict[str, Method]) -> 
     return methods
 
 
-def read_table(path: str) -> Dict[str, Dict[str, str]]:
-    """A tab-separated table (``#`` comment lines, then a header) as {first column: {column: value}}."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"{path} not found: the probing drivers read the GLUE hyper-parameters from recipes/hparams; "
-            f"pass --hparams with the folder that holds glue.tsv and glue_tasks.tsv"
-        )
-    rows, header = {}, None
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            if not line.strip() or line.startswith("#"):
-                continue
-            cells = line.split("\t")
-            if header is None:
-                header = cells
-                continue
-            if len(cells) != len(header):
-                raise ValueError(f"{path}:{number}: {len(cells)} columns, the header has {len(header)}")
-            rows[cells[0]] = dict(zip(header, cells))
-    return rows
-
-
 @dataclass
 class GlueHparams:
     shared: Dict[str, str]
@@ -114,9 +90,11 @@ class GlueHparams:
 
     @classmethod
     def load(cls, folder: Optional[str] = None) -> "GlueHparams":
-        folder = folder or DEFAULT_HPARAMS
-        shared = {name: row["value"] for name, row in read_table(os.path.join(folder, "glue.tsv")).items()}
-        return cls(shared, read_table(os.path.join(folder, "glue_tasks.tsv")))
+        def table(name):
+            return read_table(os.path.join(folder, name) if folder else name)
+
+        shared = {name: row["value"] for name, row in table("glue.tsv").items()}
+        return cls(shared, table("glue_tasks.tsv"))
 
     def task(self, name: str) -> Dict[str, str]:
         if name not in self.tasks:

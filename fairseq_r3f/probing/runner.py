@@ -69,7 +69,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_methods: List[
     parser.add_argument("--seeds", nargs="+", type=int, default=[1], help="one chain per seed (default: 1)")
     parser.add_argument("--probe-flags", default="",
                         help="fairseq-train flags for the probing runs only, after all others (e.g. '--lr 1e-3')")
-    parser.add_argument("--hparams", help="folder with glue.tsv and glue_tasks.tsv (default: recipes/hparams)")
+    parser.add_argument("--hparams", help="folder with glue.tsv and glue_tasks.tsv (default: the shipped fairseq_r3f/hparams)")
     parser.add_argument("--fairseq-train", default=None,
                         help="command that runs fairseq-train (default: the one of this Python environment)")
     parser.add_argument("--keep-full-checkpoints", action="store_true",
@@ -286,7 +286,7 @@ def _drop_optimizer_state(path: str) -> None:
 
 
 def _default_train_command() -> List[str]:
-    from fairseq_r3f.toy_data import fairseq_command
+    from fairseq_r3f.tools import fairseq_command
 
     return fairseq_command("fairseq-train")
 
