@@ -25,10 +25,13 @@ def _require_fairseq():
         )
 
 
-_require_fairseq()
+from fairseq_r3f.tools import quiet_fairseq_import  # noqa: E402
 
-from fairseq_r3f import checkpoints  # noqa: E402
+with quiet_fairseq_import():
+    _require_fairseq()
 
-checkpoints.allow_fairseq_checkpoints()
+    from fairseq_r3f import checkpoints
 
-from fairseq_r3f import criterions, models, tasks  # noqa: E402,F401
+    checkpoints.allow_fairseq_checkpoints()
+
+    from fairseq_r3f import criterions, models, tasks  # noqa: F401
