@@ -153,7 +153,8 @@ def label_mismatches(label: Dict, ident: Dict) -> List[str]:
             return [f"run.json names method {method!r}, not one of {sorted(METHOD_NEEDS)}"]
         criterion, task, needs_sn = METHOD_NEEDS[method]
     if ident.get("criterion") != criterion:
-        problems.append(f"{method} needs --criterion {criterion}, the checkpoint was trained with {ident.get('criterion')}")
+        problems.append(f"{method} needs --criterion {criterion}, the checkpoint was trained with "
+                        f"{ident.get('criterion')}")
     if task is not None and ident.get("task") != task:
         problems.append(f"{method} needs --task {task}, the checkpoint was trained with {ident.get('task')}")
     if needs_sn and not ident.get("spectral_norm_head"):
