@@ -18,9 +18,14 @@ decoder's embeddings alone even where BART shares the embedding matrix between e
 Gradients flow through the perturbed branch into the embedding matrix (nothing is detached): the R3F term
 is KL_S(g.f(x) || g.f(x + z)) with x = E[tokens], and its gradient with respect to every parameter,
 E included, is what the paper's objective (Eq. 3) asks for. Both criterions use this one policy.
+
+What is added is a :data:`Perturbation`: R3F's fresh noise for each forward (:func:`random_noise`), or a given
+tensor (:func:`fixed`), which SMART and FreeLB take from an :class:`EmbeddingBall`, their ball around the
+clean embeddings (random start, normalised ascent step, projection).
 """
 
 import contextlib
+import math
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Union
 
@@ -30,6 +35,7 @@ from torch import nn
 from fairseq.models.transformer import TransformerEncoderBase
 
 NOISE_TYPES = ("uniform", "normal", "none")
+NORMS = ("l2", "linf")
 
 # delta(token_embedding) -> perturbation of the same shape (B x T x C), in fp32
 Perturbation = Callable[[torch.Tensor], torch.Tensor]
@@ -64,8 +70,9 @@ class PerturbationStats:
     """What the last perturbed forward did, for logging.
 
     ``changed`` counts the token-embedding entries of real (non-padding) tokens whose value differs after
-    the perturbation was added and the sum was cast back to the model's dtype, out of ``total``. In fp32 that is every entry; in fp16
-    a perturbation of 1e-5 on entries of magnitude 0.05 is mostly rounded away, and this says how much.
+    the perturbation was added and the sum was cast back to the model's dtype, out of ``total``. In fp32 that
+    is every entry; in fp16 a perturbation of 1e-5 on entries of magnitude 0.05 is mostly rounded away, and
+    this says how much.
     """
 
     # tensors once counted: reading them on every training step would stall the GPU
@@ -104,3 +111,72 @@ def perturbed_token_embeddings(
 def random_noise(noise_type: str, eps: float) -> Perturbation:
     """The R3F perturbation: fresh noise for each forward, sampled on the model's device."""
     return lambda token_embedding: sample_noise(token_embedding, noise_type, eps)
+
+
+class EmbeddingBall:
+    """Perturbations of a batch of token embeddings (B x T x C) kept, sentence by sentence, inside a ball of
+    radius ``radius`` in L2 (over all of the sentence's real-token entries) or L-infinity (each entry);
+    padding positions are always 0. ``radius`` may be ``inf`` (no constraint)."""
+
+    def __init__(self, norm: str, radius: float, keep: torch.Tensor):
+        if norm not in NORMS:
+            raise ValueError(f"unknown norm {norm!r}: choose one of {', '.join(NORMS)}")
+        self.norm = norm
+        self.radius = radius
+        self.keep = keep.unsqueeze(-1).float()  # B x T x 1, 1 = real token
+
+    def sentence_norms(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(1)
+        norms = flat.norm(dim=1) if self.norm == "l2" else flat.abs().amax(dim=1)
+        return norms.view(-1, 1, 1)  # B x 1 x 1
+
+    def project(self, delta: torch.Tensor) -> torch.Tensor:
+        delta = delta * self.keep
+        if math.isinf(self.radius):
+            return delta
+        if self.norm == "linf":
+            return delta.clamp(-self.radius, self.radius)
+        return delta * (self.radius / self.sentence_norms(delta).clamp_min(1e-20)).clamp(max=1.0)
+
+    def ascent_step(self, delta: torch.Tensor, grad: torch.Tensor, step_size: float) -> torch.Tensor:
+        """delta + step_size x grad / ||grad|| (per sentence, in the ball's norm), projected. Where the
+        gradient is not finite (an fp16 overflow; the trainer then skips the update) delta stays put."""
+        grad = grad.float() * self.keep
+        stepped = self.project(delta + step_size * grad / self.sentence_norms(grad).clamp_min(1e-20))
+        return torch.where(torch.isfinite(stepped), stepped, delta)
+
+    def normal_start(self, shape, device, scale: float) -> torch.Tensor:
+        """SMART's start: N(0, scale^2) on every real-token entry, projected."""
+        return self.project(torch.randn(shape, device=device) * scale)
+
+    def uniform_start(self, shape, device, magnitude: float) -> torch.Tensor:
+        """FreeLB's start: uniform, of L2 norm ``magnitude`` per sentence (L2) or in [-magnitude, magnitude]
+        per entry (L-infinity), projected."""
+        delta = torch.empty(shape, device=device).uniform_(-1, 1) * self.keep
+        if self.norm == "l2":
+            delta = delta * (magnitude / self.sentence_norms(delta).clamp_min(1e-20))
+        else:
+            delta = delta * magnitude
+        return self.project(delta)
+
+
+def embedding_ball(model, sample, norm: str, radius: float):
+    """The ball for this batch, and the shape (B x T x C) of its perturbations."""
+    encoder = find_token_encoder(model)
+    tokens = sample["net_input"]["src_tokens"]
+    shape = (*tokens.shape, encoder.embed_tokens.embedding_dim)
+    return EmbeddingBall(norm, radius, tokens.ne(encoder.padding_idx)), shape
+
+
+def fixed(delta: torch.Tensor):
+    """A perturbation for perturb.perturbed_token_embeddings that adds the given delta."""
+
+    def perturbation(token_embedding):
+        if token_embedding.shape != delta.shape:
+            raise ValueError(
+                f"the encoder embedded a batch of shape {tuple(token_embedding.shape)}, but the perturbation "
+                f"was built for {tuple(delta.shape)} from sample['net_input']['src_tokens']"
+            )
+        return delta
+
+    return perturbation

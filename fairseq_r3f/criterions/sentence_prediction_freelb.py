@@ -25,8 +25,7 @@ from fairseq.dataclass import ChoiceEnum
 from fairseq.logging import metrics
 
 from fairseq_r3f.criterions.r3f import require_non_negative
-from fairseq_r3f.criterions.sentence_prediction_smart import NORMS, embedding_ball, fixed
-from fairseq_r3f.perturb import perturbed_token_embeddings
+from fairseq_r3f.perturb import NORMS, embedding_ball, fixed, perturbed_token_embeddings
 from fairseq_r3f.tasks.freelb import SentencePredictionFreeLBTask
 
 

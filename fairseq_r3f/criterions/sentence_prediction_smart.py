@@ -6,12 +6,10 @@ baseline R3F removes the ascent steps from (the paper's Eq. 2):
 delta lives on the raw token embeddings (the same point where R3F adds its noise, via perturb.py): a small
 random start, then K ascent steps on the symmetric KL, each a normalised gradient step followed by a
 projection back onto the eps-ball. Only SMART's smoothness term is here; its Bregman proximal-point half was
-never released and is not part of the R3F paper's comparison.
-
-:class:`EmbeddingBall` (the ascent step and projection) is shared with FreeLB.
+never released and is not part of the R3F paper's comparison. The ball, its start and its ascent step are
+perturb.EmbeddingBall, shared with FreeLB.
 """
 
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -26,78 +24,7 @@ from fairseq_r3f.criterions.r3f import (
     require_non_negative,
 )
 from fairseq_r3f.divergence import squared_difference, symmetric_kl
-from fairseq_r3f.perturb import find_token_encoder, perturbed_token_embeddings
-
-NORMS = ("l2", "linf")
-
-
-class EmbeddingBall:
-    """Perturbations of a batch of token embeddings (B x T x C) kept, sentence by sentence, inside a ball of
-    radius ``radius`` in L2 (over all of the sentence's real-token entries) or L-infinity (each entry);
-    padding positions are always 0. ``radius`` may be ``inf`` (no constraint)."""
-
-    def __init__(self, norm: str, radius: float, keep: torch.Tensor):
-        if norm not in NORMS:
-            raise ValueError(f"unknown norm {norm!r}: choose one of {', '.join(NORMS)}")
-        self.norm = norm
-        self.radius = radius
-        self.keep = keep.unsqueeze(-1).float()  # B x T x 1, 1 = real token
-
-    def sentence_norms(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.flatten(1)
-        norms = flat.norm(dim=1) if self.norm == "l2" else flat.abs().amax(dim=1)
-        return norms.view(-1, 1, 1)  # B x 1 x 1
-
-    def project(self, delta: torch.Tensor) -> torch.Tensor:
-        delta = delta * self.keep
-        if math.isinf(self.radius):
-            return delta
-        if self.norm == "linf":
-            return delta.clamp(-self.radius, self.radius)
-        return delta * (self.radius / self.sentence_norms(delta).clamp_min(1e-20)).clamp(max=1.0)
-
-    def ascent_step(self, delta: torch.Tensor, grad: torch.Tensor, step_size: float) -> torch.Tensor:
-        """delta + step_size x grad / ||grad|| (per sentence, in the ball's norm), projected. Where the
-        gradient is not finite (an fp16 overflow; the trainer then skips the update) delta stays put."""
-        grad = grad.float() * self.keep
-        stepped = self.project(delta + step_size * grad / self.sentence_norms(grad).clamp_min(1e-20))
-        return torch.where(torch.isfinite(stepped), stepped, delta)
-
-    def normal_start(self, shape, device, scale: float) -> torch.Tensor:
-        """SMART's start: N(0, scale^2) on every real-token entry, projected."""
-        return self.project(torch.randn(shape, device=device) * scale)
-
-    def uniform_start(self, shape, device, magnitude: float) -> torch.Tensor:
-        """FreeLB's start: uniform, of L2 norm ``magnitude`` per sentence (L2) or in [-magnitude, magnitude]
-        per entry (L-infinity), projected."""
-        delta = torch.empty(shape, device=device).uniform_(-1, 1) * self.keep
-        if self.norm == "l2":
-            delta = delta * (magnitude / self.sentence_norms(delta).clamp_min(1e-20))
-        else:
-            delta = delta * magnitude
-        return self.project(delta)
-
-
-def embedding_ball(model, sample, norm: str, radius: float):
-    """The ball for this batch, and the shape (B x T x C) of its perturbations."""
-    encoder = find_token_encoder(model)
-    tokens = sample["net_input"]["src_tokens"]
-    shape = (*tokens.shape, encoder.embed_tokens.embedding_dim)
-    return EmbeddingBall(norm, radius, tokens.ne(encoder.padding_idx)), shape
-
-
-def fixed(delta: torch.Tensor):
-    """A perturbation for perturb.perturbed_token_embeddings that adds the given delta."""
-
-    def perturbation(token_embedding):
-        if token_embedding.shape != delta.shape:
-            raise ValueError(
-                f"the encoder embedded a batch of shape {tuple(token_embedding.shape)}, but the perturbation "
-                f"was built for {tuple(delta.shape)} from sample['net_input']['src_tokens']"
-            )
-        return delta
-
-    return perturbation
+from fairseq_r3f.perturb import NORMS, embedding_ball, fixed, perturbed_token_embeddings
 
 
 @dataclass
