@@ -6,26 +6,52 @@ import json
 import os
 import statistics
 
-
-from fairseq_r3f.evaluation.results import GLUE_COLUMNS, best_validation, collect_runs, main, summarise, xnli_table
+from fairseq_r3f.evaluation.results import (
+    GLUE_COLUMNS,
+    best_validation,
+    collect_runs,
+    final_trajectory,
+    included,
+    main,
+    summarise,
+    xnli_table,
+)
 from fairseq_r3f.logs import read_json_log
+from fairseq_r3f.runs import METHOD_NEEDS
 
 
 def log_line(tag, values):
     return f"2026-01-01 00:00:00 | INFO | {tag} | " + json.dumps({k: str(v) for k, v in values.items()})
 
 
-def write_run(root, task, method, config, seed, rounds):
-    """rounds: [{subset: {metric: value}}] in validation order, at 10, 20, ... updates."""
-    folder = os.path.join(root, task, method, config, f"seed{seed}")
-    os.makedirs(folder)
-    with open(os.path.join(folder, "run.json"), "w") as f:
-        json.dump({"task": task, "method": method, "config": config, "seed": seed}, f)
-    lines = [log_line("train_inner", {"epoch": 1, "loss": 0.7, "num_updates": 5})]
-    for k, round_ in enumerate(rounds, start=1):
+def identity_of(method, seed):
+    """An identity.json as python -m fairseq_r3f.runs identify writes it for a run of ``method``."""
+    criterion, task, sn = METHOD_NEEDS[method]
+    return {"criterion": criterion, "task": task or "sentence_prediction", "spectral_norm_head": sn,
+            "arch": "roberta_sn_large" if sn else "roberta_large", "seed": seed}
+
+
+def valid_lines(rounds, start=1):
+    """rounds: [{subset: {metric: value}}] in validation order, at 10 x start, 10 x (start + 1), ... updates."""
+    lines = []
+    for k, round_ in enumerate(rounds, start=start):
+        lines.append(log_line("train_inner", {"epoch": 1, "loss": 0.7, "num_updates": 10 * k, "wall": 3 * k}))
         for subset, metrics in round_.items():
             lines.append(log_line(subset, {f"{subset}_{m}": v for m, v in metrics.items()}
                                   | {f"{subset}_num_updates": 10 * k, f"{subset}_loss": 0.5}))
+    return lines
+
+
+def write_run(root, task, method, config, seed, rounds, log=None, identity=True, **label):
+    """A run folder with run.json, identity.json and a train.log of ``rounds`` (or the lines ``log``)."""
+    folder = os.path.join(root, task, method, config, f"seed{seed}")
+    os.makedirs(folder)
+    with open(os.path.join(folder, "run.json"), "w") as f:
+        json.dump({"task": task, "method": method, "config": config, "seed": seed, **label}, f)
+    if identity:
+        with open(os.path.join(folder, "identity.json"), "w") as f:
+            json.dump(identity_of(method, seed), f)
+    lines = log if log is not None else valid_lines(rounds)
     with open(os.path.join(folder, "train.log"), "w") as f:
         f.write("\n".join(lines) + "\n")
     return folder
@@ -55,7 +81,7 @@ def test_max_median_and_the_sweep_configuration_of_best_median(tmp_path):
                                                               {"valid": {"accuracy": score}}])
     write_run(tmp_path, "CoLA", "r4f", "lambda1.0_uniform", 1, [{"valid": {"mcc": 55.5}}])
     write_run(tmp_path, "STS-B", "r4f", "lambda1.0_uniform", 1, [{"valid": {"pearson": 91.25}}])
-    summary = summarise(collect_runs(str(tmp_path)))
+    summary = summarise(included(collect_runs(str(tmp_path))))
     # lambda 0.1 has the best single seed (90) but lambda 1.0 the best median (81): the median decides.
     assert summary[("RTE", "r3f")]["config"] == "lambda1.0_normal"
     assert summary[("RTE", "r3f")]["max"] == [82.0] and summary[("RTE", "r3f")]["median"] == [81.0]
@@ -67,7 +93,8 @@ def test_max_median_and_the_sweep_configuration_of_best_median(tmp_path):
     assert main(["glue", str(tmp_path), "--out", str(out)]) == 0
     table = (out / "table2.md").read_text()
     best, median = table.split("Median over the seeds:")
-    assert "| Method | MNLI Acc-m/mm | QQP Acc/F1 | RTE Acc | QNLI Acc | MRPC Acc | CoLA Mcc | SST-2 Acc | STS-B Pearson |" in best
+    assert ("| Method | MNLI Acc-m/mm | QQP Acc/F1 | RTE Acc | QNLI Acc | MRPC Acc | CoLA Mcc | SST-2 Acc "
+            "| STS-B Pearson |") in best
     assert "| STD | - | - | 65.0 | - | - | - | - | - |" in best
     assert "| R3F | - | - | 82.0 | - | - | - | - | - |" in best
     assert "| R4F | - | - | - | - | - | 55.5 | - | 91.2 |" in best
@@ -104,3 +131,117 @@ def test_xnli_stops_on_missing_subsets_and_checkpoints(tmp_path, capsys):
         (tmp_path / key / "test_en.bin").write_bytes(b"")
     assert main(["xnli", "--data", str(tmp_path), "--checkpoint", str(tmp_path / "c.pt"), "--languages", "en"]) == 2
     assert "c.pt: no such file" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- constructed logs: what enters a table
+
+START = "# 2026-01-01T00:00:00Z start"
+
+
+def loaded(updates):
+    return ("2026-01-01 00:00:00 | INFO | fairseq.trainer | Loaded checkpoint x/checkpoint_last.pt "
+            f"(epoch 1 @ {updates} updates)")
+
+
+def test_only_the_trajectory_of_the_final_checkpoint_is_read(tmp_path, capsys):
+    fresh = "2026-01-01 00:00:00 | INFO | fairseq.trainer | No existing checkpoint found x/checkpoint_last.pt"
+    acc = [{"valid": {"accuracy": a}} for a in (60.0, 70.0, 95.0)]
+    log = (
+        [START, fresh] + valid_lines(acc)  # killed after saving at 20 updates: its round at 30 (95) is gone
+        + [START, "Traceback: failed at start-up"]  # a launch that never reached a checkpoint
+        + [START, loaded(20)] + valid_lines([{"valid": {"accuracy": 80.0}}, {"valid": {"accuracy": 75.0}}], start=3)
+    )
+    folder = write_run(tmp_path, "RTE", "r3f", "c", 1, None, log=log)
+    records = final_trajectory(open(os.path.join(folder, "train.log")).read())
+    assert [r["valid_num_updates"] for r in records["valid"]] == [10, 20, 30, 40]
+    assert [r["valid_accuracy"] for r in records["valid"]] == [60.0, 70.0, 80.0, 75.0]
+    assert main(["glue", str(tmp_path)]) == 0
+    assert "| R3F | - | - | 80.0 |" in capsys.readouterr().out  # not the abandoned 95.0
+    # A launch from 0 updates (the pretrained model again) discards everything before it.
+    log += [START, loaded(0)] + valid_lines([{"valid": {"accuracy": 50.0}}])
+    with open(os.path.join(folder, "train.log"), "w") as f:
+        f.write("\n".join(log) + "\n")
+    records = final_trajectory(open(os.path.join(folder, "train.log")).read())
+    assert [r["valid_accuracy"] for r in records["valid"]] == [50.0]
+
+
+def test_a_clock_that_restarted_on_resume_is_continued():
+    first = [log_line("train_inner", {"num_updates": u, "wall": w}) for u, w in ((10, 30), (20, 60), (30, 90))]
+    second = [log_line("train_inner", {"num_updates": u, "wall": w}) for u, w in ((30, 5), (40, 35))]
+    records = final_trajectory("\n".join([START] + first + [START, loaded(20)] + second))
+    assert [r["wall"] for r in records["train_inner"]] == [30, 60, 65, 95]
+    continued = [log_line("train_inner", {"num_updates": u, "wall": w}) for u, w in ((30, 64), (40, 94))]
+    records = final_trajectory("\n".join([START] + first + [START, loaded(20)] + continued))
+    assert [r["wall"] for r in records["train_inner"]] == [30, 60, 64, 94]  # fairseq's own clock, kept
+
+
+def test_mislabelled_runs_stop_the_tables_and_runs_without_identity_are_counted(tmp_path, capsys):
+    good = write_run(tmp_path, "RTE", "r3f", "c", 1, [{"valid": {"accuracy": 70.0}}])
+    bad = write_run(tmp_path, "RTE", "r4f", "c", 1, [{"valid": {"accuracy": 90.0}}])
+    with open(os.path.join(bad, "identity.json"), "w") as f:
+        json.dump(identity_of("r3f", 1), f)  # what ran was R3F on a plain head
+    assert main(["glue", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: 1 run(s) did not train what their run.json says")
+    assert f"{bad}: r4f needs an SN architecture" in err and good not in err
+    os.remove(os.path.join(bad, "identity.json"))  # no identity and no checkpoint: left out, counted
+    write_run(tmp_path, "RTE", "r3f", "c", 2, [{"valid": {"accuracy": 72.0}}], identity=False)
+    assert main(["glue", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert "left out: 2 run(s) without a checkpoint or identity.json" in captured.err
+    assert "| R3F | - | - | 70.0 |" in captured.out and "R4F" not in captured.out
+
+
+def test_configurations_searched_per_cell_and_fewer_than_planned(tmp_path, capsys):
+    for config, score in (("lambda0.1_uniform", 70.0), ("lambda1.0_uniform", 71.0)):
+        write_run(tmp_path, "RTE", "r3f", config, 1, [{"valid": {"accuracy": score}}], search={"configurations": 8})
+    for config in ("lr1e-5", "lr2e-5"):
+        write_run(tmp_path, "RTE", "std++", config, 1, [{"valid": {"accuracy": 65.0}}], search={"configurations": 2})
+    write_run(tmp_path, "RTE", "std", "default", 1, [{"valid": {"accuracy": 60.0}}])
+    assert main(["glue", str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: RTE R3F: 2 of the 8 planned configurations have results" in err
+    assert "STD++" not in err
+    searched = (tmp_path / "out" / "table2.md").read_text().split("Configurations searched")[1].split("Noise")[0]
+    assert "| STD | - | - | 1 | - |" in searched
+    assert "| STD++ | - | - | 2 | - |" in searched
+    assert "| R3F | - | - | 2/8 | - |" in searched
+
+
+def test_select_on_one_dev_half_and_report_the_other(tmp_path, capsys):
+    # Config x wins on half A (at its first round), config y on half B (at its second round).
+    rounds = {"x": [({"accuracy": 80.0}, {"accuracy": 60.0}), ({"accuracy": 70.0}, {"accuracy": 65.0})],
+              "y": [({"accuracy": 75.0}, {"accuracy": 85.0}), ({"accuracy": 74.0}, {"accuracy": 86.0})]}
+    for config, values in rounds.items():
+        write_run(tmp_path, "RTE", "r3f", config, 1, [
+            {"valid": {"accuracy": (a["accuracy"] + b["accuracy"]) / 2}, "valid_a": a, "valid_b": b}
+            for a, b in values])
+    assert main(["glue", str(tmp_path), "--select-on-half", "first", "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert "selected on dev half A (valid_a), reported on half B (valid_b)" in out
+    assert "| R3F | - | - | 60.0 |" in out and "RTE R3F: x," in out  # x's half B at x's best round on A
+    assert main(["glue", str(tmp_path), "--select-on-half", "second", "--out", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert "| R3F | - | - | 74.0 |" in out and "RTE R3F: y," in out  # y's half A at its best round on B
+    assert main(["glue", str(tmp_path), "--out", str(tmp_path / "whole")]) == 0
+    assert "| R3F | - | - | 80.0 |" in capsys.readouterr().out  # the whole dev set: y's (85 + 75) / 2
+    (tmp_path / "x").mkdir()
+    write_run(tmp_path / "x", "RTE", "r3f", "z", 1, [{"valid": {"accuracy": 70.0}}])
+    assert main(["glue", str(tmp_path / "x"), "--select-on-half", "first"]) == 2
+    assert "--select-on-half needs the dev halves" in capsys.readouterr().err
+
+
+def test_noise_kept_is_the_mean_over_the_run_and_a_dash_without_noise(tmp_path, capsys):
+    def noisy(values):
+        return [log_line("train_inner", {"num_updates": u, "noise_kept": v, "wall": u}) for u, v in
+                enumerate(values, 1)] + valid_lines([{"valid": {"accuracy": 70.0}}])
+
+    write_run(tmp_path, "RTE", "r3f", "c", 1, None, log=noisy([80.0, 90.0]))
+    write_run(tmp_path, "RTE", "r3f", "c", 2, None, log=noisy([60.0, 60.0, 60.0]))
+    write_run(tmp_path, "RTE", "std", "default", 1, [{"valid": {"accuracy": 60.0}}])
+    assert main(["glue", str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    noise = (tmp_path / "out" / "table2.md").read_text().split("Noise kept")[1]
+    assert "| R3F | - | - | 72.5 |" in noise and "| STD | - | - | - |" in noise
+    rows = [line.split("\t") for line in (tmp_path / "out" / "runs.tsv").read_text().splitlines()]
+    assert rows[0][5] == "noise_kept"
+    assert sorted(r[5] for r in rows[1:]) == ["-", "60.00", "85.00"]

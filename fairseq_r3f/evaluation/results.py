@@ -1,29 +1,78 @@
-"""Result tables for the GLUE and XNLI recipes, in the layout of the paper's Tables 2 and 3, and Figure 2.
+"""Result tables for the GLUE and XNLI recipes, in the layout of the paper's Tables 2 and 3, and Figures 1 and 2.
 
-    python -m fairseq_r3f.evaluation.results glue RUNS_DIR [--out OUT_DIR]
+    python -m fairseq_r3f.evaluation.results glue RUNS_DIR [--out OUT_DIR] [--select-on-half {first,second}]
+    python -m fairseq_r3f.evaluation.results split-dev DATA_BIN [--subset valid]
     python -m fairseq_r3f.evaluation.results xnli --data XNLI_BIN --checkpoint CKPT [--checkpoint CKPT ...]
 
-``glue`` reads every run folder under RUNS_DIR written by recipes/glue.sh (run.json + train.log with
-``--log-format json`` records), takes each run's best validation round by the task's metric (MNLI matched
-accuracy, QQP and the rest accuracy, CoLA MCC, STS-B Pearson; the second number of a cell, MNLI mismatched or
-QQP F1, comes from that same round, i.e. the kept checkpoint), and writes for each task and method the max and
-the median over seeds (table2.md, Table 2's two halves), every run (runs.tsv, results.json), and the per-seed
-distribution per method (figure2.png, as Figure 2). A method swept over several configurations (lambda x noise
-type) is shown with the configuration of best median; runs.tsv has them all.
+glue
+    Reads every run folder under RUNS_DIR written by recipes/glue.sh: run.json (the recipe's label), train.log
+    (fairseq's ``--log-format json`` records, one block per launch, each after a ``# <time> start`` line) and
+    identity.json (what ran, written by ``python -m fairseq_r3f.runs identify``).
 
-``xnli`` runs fairseq-validate on each checkpoint over the per-language subsets of preprocess/xnli.py (every
-example scored) and prints accuracy per language and the average in Table 3's layout, with the mean over
-checkpoints (the paper averages 5 runs) when several are given.
+    What enters a table. A run's log may hold several launches: a launch that resumed says fairseq's
+    ``Loaded checkpoint ... (epoch E @ U updates)``, and then only the earlier launch's records up to update U
+    belong to the run's final checkpoint (the rest were computed by an attempt whose later checkpoints were
+    overwritten); a launch from 0 updates (the pretrained model, or no checkpoint) discards every earlier
+    launch. Before a run enters a table its label is checked against what ran (identity.json, or the
+    configuration saved in checkpoint_last.pt when identity.json is missing): a run whose label is wrong (an
+    r4f label on a plain head, another lambda, ...) stops the tables with an error naming the folders and the
+    disagreements. Runs without a checkpoint or identity, and runs without a validation record, are left out
+    and counted on stderr.
+
+    What is reported. Each run's best validation round by the task's metric (MNLI matched accuracy, QQP and
+    the rest accuracy, CoLA MCC, STS-B Pearson; the second number of a cell, MNLI mismatched or QQP F1, comes
+    from that same round, i.e. the kept checkpoint). For each task and method, a method searched over several
+    configurations (lambda x noise type, a learning-rate grid, ...) is shown with the configuration of best
+    median over seeds; the table gives the max and the median over that configuration's seeds (Table 2's two
+    halves). table2.md also says per cell how many configurations were searched (``n``, or ``n/N`` when
+    run.json's ``"search": {"configurations": N}`` planned more than have results, with a warning), and the
+    mean ``noise_kept`` (the percentage of embedding entries the R3F noise changed after the cast to the
+    model's precision, averaged over each run's logged updates and then over the seeds; ``-`` for methods
+    without noise): under FP16 it shows how much of the noise survived.
+
+    Selection and report on different data (``--select-on-half``). By default the configuration, the seed of
+    the "max" half and each run's best round are chosen on the same dev set that is reported, as the paper
+    does. ``--select-on-half first`` chooses all three on the first half of the dev set (subset ``valid_a``)
+    and reports the second half (``valid_b``) at the chosen round; ``second`` the other way round. MNLI's
+    mismatched number is reported on the whole of ``valid1`` (it is never used for selection). To have the
+    halves, split the dev set once with ``split-dev`` and let fairseq-train validate on them too: pass
+    ``--valid-subset valid,valid_a,valid_b`` (MNLI: ``valid,valid1,valid_a,valid_b``) to recipes/glue.sh after
+    ``--``; fairseq keeps checkpoint_best.pt by the first subset, so the default tables are unchanged.
+
+    Figure 1 (figure1.md, figure1.png): per task and method, the wall-clock seconds to each run's best
+    checkpoint (the paper's definition), over the runs of the configuration shown in Table 2. The time is
+    fairseq's ``wall`` meter of the last training record at or before the best round's update; fairseq saves
+    the meter in the checkpoint, so a resumed run continues its clock (a launch whose clock restarted, e.g.
+    under --reset-meters, is shifted to continue the earlier one). fairseq rounds it to whole seconds.
+
+    Also written: runs.tsv (every run, with its noise_kept and seconds to best), results.json, figure2.png
+    (the distribution over seeds per method, as Figure 2).
+
+split-dev
+    Splits the binarised subset (default ``valid``) of a fairseq sentence-prediction data folder into two
+    halves ``valid_a`` and ``valid_b`` (every input and the labels, a fixed seeded shuffle; which example went
+    where is written to ``valid_halves.json``), for ``glue --select-on-half``.
+
+xnli
+    Runs fairseq-validate on each checkpoint over the per-language subsets of preprocess/xnli.py (every example
+    scored) and prints accuracy per language and the average in Table 3's layout, with the mean over
+    checkpoints (the paper averages 5 runs) when several are given. ``--languages`` takes commas or spaces
+    (``en,fr`` or ``"en fr"``). A progress bar per checkpoint goes to stderr; fairseq-validate's own output goes
+    to a log file in --out (a temporary folder without --out), named in the error when it fails.
 """
 
 import argparse
 import json
 import logging
+import math
 import os
+import random
+import re
 import statistics
-import subprocess
 import sys
+import tempfile
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from fairseq_r3f.logs import read_json_log
@@ -41,80 +90,270 @@ GLUE_COLUMNS: Dict[str, Tuple[str, List[Tuple[str, str]]]] = {
 }
 METHOD_NAMES = {"std": "STD", "std++": "STD++", "smart": "SMART", "freelb": "FreeLB", "r3f": "R3F", "r4f": "R4F"}
 XNLI_LANGUAGES = ("en", "fr", "es", "de", "el", "bg", "ru", "tr", "ar", "vi", "th", "zh", "hi", "sw", "ur")
+HALVES = {"first": ("a", "b"), "second": ("b", "a")}  # --select-on-half: (selected on, reported on)
+
+LAUNCH_LINE = re.compile(r"^# \S+ start\s*$")
+RESUMED_LINE = re.compile(r"Loaded checkpoint .* \(epoch \d+ @ (\d+) updates\)")
+FRESH_LINE = "No existing checkpoint found"
+# fairseq's wall-clock meter: "wall" in train_inner records, "train_wall" in the end-of-epoch train record.
+WALL_KEYS = {"train_inner": "wall", "train": "train_wall"}
 
 
 class ResultsError(Exception):
     pass
 
 
-def best_validation(records: Dict[str, List[Dict]], metrics: Sequence[Tuple[str, str]]) -> Optional[List[float]]:
-    """The values of ``metrics`` at the validation round where the first one is highest (None: no round).
+# ---------------------------------------------------------------- one run's log
 
-    ``records`` are read_json_log's records of one training log; subset s's metric m is logged under tag s as
-    key "s_m", with "s_num_updates" telling which round it belongs to.
-    """
-    subset, metric = metrics[0]
+def record_updates(tag: str, record: Dict) -> Optional[float]:
+    """The update a record was logged at (None for records that do not say)."""
+    value = record.get("num_updates", record.get(f"{tag}_num_updates"))
+    return value if isinstance(value, float) else None
+
+
+def launches(text: str) -> List[Tuple[Optional[int], Dict[str, List[Dict]]]]:
+    """A train.log split at its ``# <time> start`` lines: per launch, the update it started from (fairseq's
+    "Loaded checkpoint ... @ U updates", 0 for "No existing checkpoint found", None if it says neither) and its
+    records by tag. Text before the first start line (a log without them) is a launch too."""
+    blocks: List[List[str]] = [[]]
+    for line in text.splitlines():
+        if LAUNCH_LINE.match(line):
+            blocks.append([])
+        else:
+            blocks[-1].append(line)
+    if not blocks[0]:
+        blocks.pop(0)
+    result = []
+    for lines in blocks:
+        start = None
+        for line in lines:
+            resumed = RESUMED_LINE.search(line)
+            if resumed or FRESH_LINE in line:
+                start = int(resumed.group(1)) if resumed else 0
+                break
+        result.append((start, read_json_log("\n".join(lines))))
+    return result
+
+
+def final_trajectory(text: str) -> Dict[str, List[Dict]]:
+    """The records of train.log that lead to the run's last checkpoint: the last launch, and before it each
+    earlier launch up to the update the next one resumed from, back to the launch that started from 0.
+    A launch that logged nothing and never reached a checkpoint (it failed at start-up) is skipped."""
+    kept = []
+    limit = math.inf
+    for start, records in reversed(launches(text)):
+        if start is None and not records:
+            continue
+        kept.append({tag: [r for r in rs if (record_updates(tag, r) or 0) <= limit] for tag, rs in records.items()})
+        if not start:  # 0, or unknown with records: a log from before start lines, or a launch from scratch
+            break
+        limit = start
+    merged: Dict[str, List[Dict]] = {}
+    clock = 0.0
+    for records in reversed(kept):
+        walls = [r[key] for tag, key in WALL_KEYS.items() for r in records.get(tag, [])
+                 if isinstance(r.get(key), float)]
+        shift = clock if walls and min(walls) < clock else 0.0  # this launch's clock restarted from 0
+        for tag, rs in records.items():
+            if shift and tag in WALL_KEYS:
+                rs = [{**r, WALL_KEYS[tag]: r[WALL_KEYS[tag]] + shift} if isinstance(r.get(WALL_KEYS[tag]), float)
+                      else r for r in rs]
+            merged.setdefault(tag, []).extend(rs)
+        clock = max([clock] + [w + shift for w in walls])
+    return merged
+
+
+@dataclass
+class Round:
+    score: float  # the selection metric's value
+    values: List[float]  # the reported metrics at that round (NaN where not logged)
+    updates: Optional[float]
+
+
+def best_round(records: Dict[str, List[Dict]], select: Tuple[str, str],
+               report: Sequence[Tuple[str, str]]) -> Optional[Round]:
+    """The validation round where ``select`` (subset, metric) is highest (the first of equal rounds, as fairseq
+    keeps), with the ``report`` metrics logged at that same round; None when there is no round.
+
+    Subset s's metric m is logged under tag s as key "s_m", with "s_num_updates" telling the round."""
+    subset, metric = select
     rounds = [r for r in records.get(subset, []) if isinstance(r.get(f"{subset}_{metric}"), float)]
     if not rounds:
         return None
-    best = max(rounds, key=lambda r: r[f"{subset}_{metric}"])  # the first of equal rounds, as fairseq keeps
+    best = max(rounds, key=lambda r: r[f"{subset}_{metric}"])
     updates = best.get(f"{subset}_num_updates")
     values = []
-    for other_subset, other_metric in metrics:
-        if other_subset == subset:
-            record = best
-        else:
-            same_round = [r for r in records.get(other_subset, []) if r.get(f"{other_subset}_num_updates") == updates]
-            record = same_round[0] if same_round else {}
-        value = record.get(f"{other_subset}_{other_metric}")
+    for other_subset, other_metric in report:
+        same_round = [r for r in records.get(other_subset, []) if r.get(f"{other_subset}_num_updates") == updates]
+        value = same_round[0].get(f"{other_subset}_{other_metric}") if same_round else None
         values.append(value if isinstance(value, float) else float("nan"))
-    return values
+    return Round(best[f"{subset}_{metric}"], values, updates)
 
 
-def collect_runs(root: str) -> List[Dict]:
-    """Every run under ``root`` (a folder with run.json and train.log) with its best validation values."""
-    runs = []
+def best_validation(records: Dict[str, List[Dict]], metrics: Sequence[Tuple[str, str]]) -> Optional[List[float]]:
+    """The values of ``metrics`` at the validation round where the first one is highest (None: no round)."""
+    found = best_round(records, metrics[0], metrics)
+    return found.values if found else None
+
+
+def columns(task: str, half: Optional[str]) -> Tuple[Tuple[str, str], List[Tuple[str, str]]]:
+    """(the metric a task's runs are selected on, the metrics reported), on the whole dev set or its halves."""
+    metrics = GLUE_COLUMNS[task][1]
+    if half is None:
+        return metrics[0], metrics
+    select_on, report_on = HALVES[half]
+    subset = metrics[0][0]
+    return ((f"{subset}_{select_on}", metrics[0][1]),
+            [(f"{s}_{report_on}" if s == subset else s, m) for s, m in metrics])
+
+
+def wall_at(records: Dict[str, List[Dict]], updates: Optional[float]) -> Optional[float]:
+    """fairseq's wall clock at the last training record logged at or before ``updates``."""
+    if updates is None:
+        return None
+    walls = [r[key] for tag, key in WALL_KEYS.items() for r in records.get(tag, [])
+             if isinstance(r.get(key), float) and (record_updates(tag, r) or 0) <= updates]
+    return max(walls) if walls else None
+
+
+def mean_noise_kept(records: Dict[str, List[Dict]]) -> Optional[float]:
+    """The mean of the logged noise_kept over the run's updates (per-interval records, else per-epoch ones)."""
+    for tag, key in (("train_inner", "noise_kept"), ("train", "train_noise_kept")):
+        values = [r[key] for r in records.get(tag, []) if isinstance(r.get(key), float)]
+        if values:
+            return statistics.mean(values)
+    return None
+
+
+# ---------------------------------------------------------------- the runs of a folder
+
+def run_identity(folder: str) -> Optional[Dict]:
+    """What ran in ``folder``: its identity.json, or read from checkpoint_last.pt; None if neither exists."""
+    from fairseq_r3f import runs
+
+    path = os.path.join(folder, runs.IDENTITY_FILE)
+    if os.path.isfile(path):
+        with open(path) as f:
+            return json.load(f)
+    checkpoint = os.path.join(folder, runs.CHECKPOINT)
+    if os.path.isfile(checkpoint):
+        return runs.identity(checkpoint)
+    return None
+
+
+def collect_runs(root: str, half: Optional[str] = None) -> List[Dict]:
+    """Every GLUE run under ``root`` (a folder with run.json) with its identity and, from the log's final
+    trajectory, its best round: "values" (None without a round), "score", "noise_kept", "seconds_to_best"."""
+    from fairseq_r3f.runs import RunError, label_mismatches
+
+    found, other_tasks, mislabelled = [], [], []
     for folder, _dirs, files in sorted(os.walk(root)):
         if "run.json" not in files:
             continue
         with open(os.path.join(folder, "run.json")) as f:
             run = json.load(f)
         if run.get("task") not in GLUE_COLUMNS:
+            other_tasks.append(folder)
             continue
+        try:
+            ident = run_identity(folder)
+        except RunError as error:
+            raise ResultsError(f"{folder}: {error}") from error
+        if ident is not None and label_mismatches(run, ident):
+            mislabelled.append(f"  {folder}: " + "; ".join(label_mismatches(run, ident)))
+        run.update(folder=folder, identity=ident, values=None, score=None, noise_kept=None, seconds_to_best=None,
+                   finished=os.path.exists(os.path.join(folder, "done")))
         log_path = os.path.join(folder, "train.log")
-        values = None
         if os.path.exists(log_path):
             with open(log_path, errors="replace") as f:
-                values = best_validation(read_json_log(f.read()), GLUE_COLUMNS[run["task"]][1])
-        run.update(folder=folder, values=values)
-        runs.append(run)
-    if not runs:
+                records = final_trajectory(f.read())
+            select, report = columns(run["task"], half)
+            found_round = best_round(records, select, report)
+            if found_round is not None:
+                run.update(values=found_round.values, score=found_round.score,
+                           seconds_to_best=wall_at(records, found_round.updates))
+            run["noise_kept"] = mean_noise_kept(records)
+        found.append(run)
+    if other_tasks:
+        print(f"note: {len(other_tasks)} run(s) of tasks other than GLUE's are not in these tables: "
+              f"{other_tasks[:3]}", file=sys.stderr)
+    if mislabelled:
+        raise ResultsError(
+            f"{len(mislabelled)} run(s) did not train what their run.json says; rerun them with the recipe's "
+            f"method, or correct run.json (python -m fairseq_r3f.runs identify RUN_DIR shows what ran):\n"
+            + "\n".join(mislabelled))
+    if not found:
         raise ResultsError(f"no run found under {root}: expected folders with run.json and train.log (recipes/glue.sh)")
-    return runs
+    return found
+
+
+def included(runs: List[Dict]) -> List[Dict]:
+    """The runs that enter the tables; every other one is counted on stderr with the reason."""
+    reasons = {
+        "without a checkpoint or identity.json (what ran cannot be checked; the recipe writes identity.json "
+        "with python -m fairseq_r3f.runs identify RUN_DIR)": [r for r in runs if r["identity"] is None],
+        "without a validation record": [r for r in runs if r["identity"] is not None and r["values"] is None],
+    }
+    for reason, left_out in reasons.items():
+        if left_out:
+            print(f"left out: {len(left_out)} run(s) {reason}: {[r['folder'] for r in left_out][:5]}",
+                  file=sys.stderr)
+    kept = [r for r in runs if r["identity"] is not None and r["values"] is not None]
+    unfinished = [r["folder"] for r in kept if not r["finished"]]
+    if unfinished:
+        print(f"note: {len(unfinished)} run(s) in the tables have not finished (no done file): {unfinished[:5]}",
+              file=sys.stderr)
+    return kept
+
+
+def planned_configurations(run: Dict) -> Optional[int]:
+    search = run.get("search")
+    value = search.get("configurations") if isinstance(search, dict) else None
+    return int(value) if isinstance(value, (int, float)) else None
 
 
 def summarise(runs: List[Dict]) -> Dict[Tuple[str, str], Dict]:
-    """Per (task, method): the configuration of best median, and its per-metric max and median over seeds."""
+    """Per (task, method): the configuration of best median selection score over seeds, its reported max (the
+    seed of best selection score) and median, and how many configurations the search had."""
     groups: Dict[Tuple[str, str, str], List[Dict]] = defaultdict(list)
+    planned: Dict[Tuple[str, str], List[int]] = defaultdict(list)
     for run in runs:
-        if run["values"] is not None:
-            groups[(run["task"], run["method"], run.get("config", "default"))].append(run)
-    summary = {}
+        groups[(run["task"], run["method"], run.get("config", "default"))].append(run)
+        if planned_configurations(run) is not None:
+            planned[(run["task"], run["method"])].append(planned_configurations(run))
+    summary: Dict[Tuple[str, str], Dict] = {}
+    searched: Dict[Tuple[str, str], int] = defaultdict(int)
     for (task, method, config), members in groups.items():
-        columns = list(zip(*[m["values"] for m in members]))
-        best_run = max(members, key=lambda m: m["values"][0])
+        searched[(task, method)] += 1
+        members = sorted(members, key=lambda m: m["seed"])
+        best_run = max(members, key=lambda m: m["score"])  # the best seed, with its own second number
+        noise = [m["noise_kept"] for m in members if m["noise_kept"] is not None]
+        seconds = [m["seconds_to_best"] for m in members if m["seconds_to_best"] is not None]
         entry = {
             "config": config,
-            "seeds": sorted(m["seed"] for m in members),
-            "max": best_run["values"],  # the best seed, with its own second number
-            "median": [statistics.median(c) for c in columns],
-            "per_seed": [m["values"][0] for m in sorted(members, key=lambda m: m["seed"])],
+            "seeds": [m["seed"] for m in members],
+            "selection_median": statistics.median(m["score"] for m in members),
+            "max": best_run["values"],
+            "median": [statistics.median(c) for c in zip(*[m["values"] for m in members])],
+            "per_seed": [m["values"][0] for m in members],
+            "noise_kept": statistics.mean(noise) if noise else None,
+            "seconds_to_best": seconds,
         }
         current = summary.get((task, method))
-        if current is None or (entry["median"][0], entry["max"][0]) > (current["median"][0], current["max"][0]):
-            summary[(task, method)] = entry
+        if current is None or (entry["selection_median"], best_run["score"]) > (current["selection_median"],
+                                                                               current["selection_max"]):
+            summary[(task, method)] = {**entry, "selection_max": best_run["score"]}
+    for key, entry in summary.items():
+        entry["configurations"] = searched[key]
+        entry["planned"] = max(planned[key]) if planned[key] else None
+        if entry["planned"] is not None and entry["configurations"] < entry["planned"]:
+            task, method = key
+            print(f"warning: {task} {METHOD_NAMES.get(method, method)}: {entry['configurations']} of the "
+                  f"{entry['planned']} planned configurations have results", file=sys.stderr)
     return summary
 
+
+# ---------------------------------------------------------------- tables and figures
 
 def _cell(values: Optional[Sequence[float]]) -> str:
     if values is None:
@@ -122,27 +361,65 @@ def _cell(values: Optional[Sequence[float]]) -> str:
     return "/".join("-" if v != v else f"{v:.1f}" for v in values)
 
 
-def glue_table(summary: Dict[Tuple[str, str], Dict]) -> str:
-    """Table 2's layout: methods as rows, the task columns once for the best seed and once for the median."""
+def _methods(summary: Dict[Tuple[str, str], Dict], task: Optional[str] = None) -> List[str]:
+    present = {m for t, m in summary if task is None or t == task}
+    return [m for m in METHOD_NAMES if m in present] + sorted(present - set(METHOD_NAMES))
+
+
+def _grid(summary: Dict[Tuple[str, str], Dict], tasks: Sequence[str], header: Sequence[str], cell) -> List[str]:
+    lines = ["| " + " | ".join(["Method"] + list(header)) + " |", "|" + "---|" * (len(header) + 1)]
+    for method in _methods(summary):
+        cells = [cell(summary[(t, method)]) if (t, method) in summary else "-" for t in tasks]
+        lines.append("| " + " | ".join([METHOD_NAMES.get(method, method)] + cells) + " |")
+    return lines + [""]
+
+
+def _searched(entry: Dict) -> str:
+    n, planned = entry["configurations"], entry["planned"]
+    return f"{n}/{planned}" if planned is not None and planned != n else str(n)
+
+
+def glue_table(summary: Dict[Tuple[str, str], Dict], half: Optional[str] = None) -> str:
+    """Table 2's layout: methods as rows, the task columns once for the best seed and once for the median;
+    then the configurations searched and the noise kept per cell."""
     tasks = [t for t in GLUE_COLUMNS if t != "STS-B" or any(k[0] == "STS-B" for k in summary)]
-    methods = [m for m in METHOD_NAMES if any(k[1] == m for k in summary)]
-    methods += sorted({k[1] for k in summary} - set(methods))
+    header = [f"{t} {GLUE_COLUMNS[t][0]}" for t in tasks]
     lines = []
-    for half in ("max", "median"):
-        title = "Best of the seeds (max)" if half == "max" else "Median over the seeds"
-        header = ["Method"] + [f"{t} {GLUE_COLUMNS[t][0]}" for t in tasks]
-        lines += [f"{title}:", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for method in methods:
-            cells = [_cell(summary[(t, method)][half] if (t, method) in summary else None) for t in tasks]
-            lines.append("| " + " | ".join([METHOD_NAMES.get(method, method)] + cells) + " |")
-        lines.append("")
+    if half is not None:
+        select_on, report_on = HALVES[half]
+        lines += [f"Configurations, seeds and checkpoints selected on dev half {select_on.upper()} "
+                  f"(valid_{select_on}), reported on half {report_on.upper()} (valid_{report_on}); MNLI mismatched "
+                  f"on all of valid1.", ""]
+    for part, title in (("max", "Best of the seeds (max)"), ("median", "Median over the seeds")):
+        lines += [f"{title}:", ""] + _grid(summary, tasks, header, lambda e, part=part: _cell(e[part]))
+    lines += ["Configurations searched (n/N: n of N planned have results):", ""]
+    lines += _grid(summary, tasks, tasks, _searched)
+    lines += ["Noise kept (% of embedding entries the noise changed, mean over each run's updates, then over the "
+              "seeds; - without noise):", ""]
+    lines += _grid(summary, tasks, tasks,
+                   lambda e: "-" if e["noise_kept"] is None else f"{e['noise_kept']:.1f}")
     notes = [f"{t} {METHOD_NAMES.get(m, m)}: {e['config']}, seeds {e['seeds']}"
              for (t, m), e in sorted(summary.items())]
     return "\n".join(lines + ["Configurations and seeds:"] + notes) + "\n"
 
 
-def seed_figure(summary: Dict[Tuple[str, str], Dict], path: str) -> None:
-    """Figure 2: per task, the distribution over seeds of the task's metric for each method."""
+def wall_table(summary: Dict[Tuple[str, str], Dict]) -> str:
+    """Figure 1 as a table: median (min-max) seconds to the best checkpoint, and the number of runs."""
+    tasks = [t for t in GLUE_COLUMNS if any(k[0] == t for k in summary)]
+
+    def cell(entry):
+        seconds = entry["seconds_to_best"]
+        if not seconds:
+            return "-"
+        return f"{statistics.median(seconds):.0f} ({min(seconds):.0f}-{max(seconds):.0f}, n={len(seconds)})"
+
+    lines = ["Wall-clock seconds to the best checkpoint: median (min-max, runs) over the runs of the configuration "
+             "in Table 2.", ""]
+    return "\n".join(lines + _grid(summary, tasks, tasks, cell))
+
+
+def per_method_figure(summary: Dict[Tuple[str, str], Dict], values, ylabel, path: str) -> None:
+    """One panel per task: for each method the distribution of ``values(entry)`` (violin and points)."""
     logging.getLogger("matplotlib").setLevel(logging.WARNING)  # an imported library may have set DEBUG on root
     import matplotlib
 
@@ -152,50 +429,111 @@ def seed_figure(summary: Dict[Tuple[str, str], Dict], path: str) -> None:
     tasks = [t for t in GLUE_COLUMNS if any(k[0] == t for k in summary)]
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3.4), squeeze=False)
     for ax, task in zip(axes[0], tasks):
-        methods = [m for m in METHOD_NAMES if (task, m) in summary]
-        methods += sorted({k[1] for k in summary if k[0] == task} - set(methods))
-        data = [summary[(task, m)]["per_seed"] for m in methods]
+        methods = _methods(summary, task)
+        data = [values(summary[(task, m)]) for m in methods]
         positions = list(range(1, len(methods) + 1))
         spread = [i for i, d in enumerate(data) if len(d) > 1 and max(d) > min(d)]
         if spread:
             ax.violinplot([data[i] for i in spread], positions=[positions[i] for i in spread], showmedians=True)
-        for x, values in zip(positions, data):
-            ax.scatter([x] * len(values), values, s=12, color="black", zorder=3)
+        for x, points in zip(positions, data):
+            ax.scatter([x] * len(points), points, s=12, color="black", zorder=3)
         ax.set_xticks(positions)
         ax.set_xticklabels([METHOD_NAMES.get(m, m) for m in methods])
-        header, metrics = GLUE_COLUMNS[task]
-        ax.set_title(f"{task} ({metrics[0][1]})")
+        ax.set_title(task)
+        ax.set_ylabel(ylabel(task))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
 def glue_main(args) -> None:
-    runs = collect_runs(args.runs)
-    missing = [r["folder"] for r in runs if r["values"] is None]
-    if missing:
-        print(f"warning: {len(missing)} run(s) without a validation record are left out: {missing[:5]}",
-              file=sys.stderr)
-    summary = summarise(runs)
-    if not summary:
-        raise ResultsError(f"none of the {len(runs)} runs under {args.runs} has a validation record yet")
-    table = glue_table(summary)
+    runs = collect_runs(args.runs, args.select_on_half)
+    kept = included(runs)
+    if not kept:
+        hint = ""
+        if args.select_on_half:
+            hint = (": --select-on-half needs the dev halves (split-dev) validated in training "
+                    "(--valid-subset valid,valid_a,valid_b)")
+        raise ResultsError(f"none of the {len(runs)} runs under {args.runs} has a validation record yet{hint}")
+    summary = summarise(kept)
+    table = glue_table(summary, args.select_on_half)
     print(table)
     out = args.out or args.runs
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "table2.md"), "w") as f:
         f.write(table)
     with open(os.path.join(out, "runs.tsv"), "w") as f:
-        f.write("task\tmethod\tconfig\tseed\tvalues\tfolder\n")
+        f.write("task\tmethod\tconfig\tseed\tvalues\tnoise_kept\tseconds_to_best\tfolder\n")
         for r in runs:
-            fields = [r["task"], r["method"], r.get("config"), r["seed"], _cell(r["values"]), r["folder"]]
+            noise = "-" if r["noise_kept"] is None else f"{r['noise_kept']:.2f}"
+            seconds = "-" if r["seconds_to_best"] is None else f"{r['seconds_to_best']:.0f}"
+            fields = [r["task"], r["method"], r.get("config"), r["seed"], _cell(r["values"]), noise, seconds,
+                      r["folder"]]
             f.write("\t".join(map(str, fields)) + "\n")
     with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump({"runs": runs, "summary": [{"task": t, "method": m, **e} for (t, m), e in summary.items()]},
-                  f, indent=1)
-    seed_figure(summary, os.path.join(out, "figure2.png"))
-    print(f"wrote {out}/table2.md, runs.tsv, results.json, figure2.png")
+        json.dump({"select_on_half": args.select_on_half, "runs": runs,
+                   "summary": [{"task": t, "method": m, **e} for (t, m), e in summary.items()]}, f, indent=1)
+    with open(os.path.join(out, "figure1.md"), "w") as f:
+        f.write(wall_table(summary))
+    per_method_figure(summary, lambda e: e["per_seed"], lambda t: GLUE_COLUMNS[t][1][0][1],
+                      os.path.join(out, "figure2.png"))
+    per_method_figure(summary, lambda e: e["seconds_to_best"], lambda t: "seconds to best checkpoint",
+                      os.path.join(out, "figure1.png"))
+    print(f"wrote {out}/table2.md, runs.tsv, results.json, figure1.md, figure1.png, figure2.png")
 
+
+# ---------------------------------------------------------------- dev halves
+
+def split_dev(data: str, subset: str = "valid", seed: int = 0) -> Dict[str, int]:
+    """Writes SUBSET_a and SUBSET_b, the two halves of ``subset`` of every input and the labels of ``data``."""
+    from fairseq.data import indexed_dataset
+
+    folders = [d for d in ("input0", "input1", "label") if os.path.exists(os.path.join(data, d, f"{subset}.idx"))]
+    text_labels = os.path.join(data, "label", f"{subset}.label")  # regression targets (STS-B) are text
+    if "input0" not in folders:
+        raise ResultsError(f"{data} has no binarised {subset} subset (input0/{subset}.idx): give the output folder "
+                           f"of the preprocessing (e.g. GLUE_BIN/RTE-bin)")
+    datasets = {}
+    for folder in folders:
+        prefix = os.path.join(data, folder, subset)
+        if indexed_dataset.infer_dataset_impl(prefix) != "mmap":
+            raise ResultsError(f"{prefix}: not an mmap indexed dataset (fairseq-preprocess --dataset-impl mmap)")
+        datasets[folder] = indexed_dataset.MMapIndexedDataset(prefix)
+    labels = None
+    if os.path.exists(text_labels):
+        with open(text_labels, encoding="utf-8") as f:
+            labels = f.read().splitlines()
+    sizes = {folder: len(d) for folder, d in datasets.items()} | ({"label text": len(labels)} if labels else {})
+    if len(set(sizes.values())) != 1:
+        raise ResultsError(f"{data}: the {subset} files disagree in length: {sizes}")
+    n = len(datasets["input0"])
+    if n < 2:
+        raise ResultsError(f"{data}: {subset} has {n} example(s), too few to split in two")
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    halves = {"a": sorted(order[: (n + 1) // 2]), "b": sorted(order[(n + 1) // 2:])}
+    for name, indices in halves.items():
+        for folder, dataset in datasets.items():
+            prefix = os.path.join(data, folder, f"{subset}_{name}")
+            builder = indexed_dataset.MMapIndexedDatasetBuilder(prefix + ".bin", dtype=dataset._index.dtype)
+            for i in indices:
+                builder.add_item(dataset[i])
+            builder.finalize(prefix + ".idx")
+        if labels is not None:
+            with open(os.path.join(data, "label", f"{subset}_{name}.label"), "w", encoding="utf-8") as f:
+                f.write("".join(labels[i] + "\n" for i in indices))
+    with open(os.path.join(data, f"{subset}_halves.json"), "w") as f:
+        json.dump({"subset": subset, "seed": seed, **{f"{subset}_{k}": v for k, v in halves.items()}}, f)
+    return {f"{subset}_{k}": len(v) for k, v in halves.items()}
+
+
+def split_dev_main(args) -> None:
+    sizes = split_dev(args.data, args.subset, args.seed)
+    print(f"wrote {', '.join(f'{k} ({v} examples)' for k, v in sizes.items())} in {args.data}; train with "
+          f"--valid-subset {args.subset},{','.join(sizes)} and read the tables with --select-on-half first")
+
+
+# ---------------------------------------------------------------- XNLI
 
 def subset_size(data: str, subset: str) -> int:
     from fairseq.data import indexed_dataset
@@ -203,10 +541,10 @@ def subset_size(data: str, subset: str) -> int:
     return len(indexed_dataset.MMapIndexedDataset(os.path.join(data, "label", subset)))
 
 
-def validate_checkpoint(checkpoint: str, data: str, subsets: List[str], batch_size: int, cpu: bool):
-    """{subset: (accuracy in percent, examples scored)} from fairseq-validate; fails unless every example of
-    every subset was scored."""
-    from fairseq_r3f.tools import USER_DIR, fairseq_command
+def validate_checkpoint(checkpoint: str, data: str, subsets: List[str], batch_size: int, cpu: bool, log_path: str):
+    """{subset: (accuracy in percent, examples scored)} from fairseq-validate, its output in ``log_path``; fails
+    unless every example of every subset was scored."""
+    from fairseq_r3f.tools import USER_DIR, CommandFailed, fairseq_command, run_logged
 
     command = fairseq_command("fairseq-validate") + [
         data, "--task", "sentence_prediction", "--path", checkpoint, "--user-dir", USER_DIR,
@@ -214,19 +552,20 @@ def validate_checkpoint(checkpoint: str, data: str, subsets: List[str], batch_si
         "--criterion", "sentence_prediction", "--valid-subset", ",".join(subsets),
         "--batch-size", str(batch_size), "--required-batch-size-multiple", "1", "--log-format", "json",
     ] + (["--cpu"] if cpu else [])
-    proc = subprocess.run(command, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise ResultsError(f"fairseq-validate failed on {checkpoint}:\n{proc.stderr[-3000:]}")
-    records = read_json_log(proc.stdout + proc.stderr)
+    try:
+        proc = run_logged(command, log_path)
+    except CommandFailed as error:
+        raise ResultsError(f"on {checkpoint}: {error}") from error
+    records = read_json_log(proc.stdout)
     scores = {}
     for subset in subsets:
         found = [r for r in records.get(subset, []) if isinstance(r.get(f"{subset}_accuracy"), float)]
         if not found:
-            raise ResultsError(f"fairseq-validate logged no accuracy for {subset} of {checkpoint}")
+            raise ResultsError(f"fairseq-validate logged no accuracy for {subset} of {checkpoint} (see {log_path})")
         # bsz of the one aggregate over the whole subset is the number of sentences scored.
         scored, size = int(found[-1].get(f"{subset}_bsz", -1)), subset_size(data, subset)
         if scored != size:
-            raise ResultsError(f"fairseq-validate scored {scored} of the {size} examples of {subset}")
+            raise ResultsError(f"fairseq-validate scored {scored} of the {size} examples of {subset} (see {log_path})")
         scores[subset] = (found[-1][f"{subset}_accuracy"], scored)
     return scores
 
@@ -242,8 +581,21 @@ def xnli_table(rows: List[Tuple[str, Dict[str, float]]], languages: Sequence[str
     return "\n".join(lines) + "\n"
 
 
+def parse_languages(text: str) -> List[str]:
+    """A language list given with commas, spaces or both; a repeated language is an error."""
+    languages = [lang for lang in re.split(r"[,\s]+", text) if lang]
+    repeated = sorted({lang for lang in languages if languages.count(lang) > 1})
+    if repeated:
+        raise ResultsError(f"--languages names {', '.join(repeated)} more than once: give each language once")
+    if not languages:
+        raise ResultsError("--languages is empty: give languages like en,fr or \"en fr\"")
+    return languages
+
+
 def xnli_main(args) -> None:
-    languages = [lang for lang in args.languages.split(",") if lang]
+    from tqdm import tqdm
+
+    languages = parse_languages(args.languages)
     missing = [lang for lang in languages
                if not os.path.exists(os.path.join(args.data, "input0", f"{args.split}_{lang}.bin"))]
     if missing:
@@ -251,10 +603,14 @@ def xnli_main(args) -> None:
     for checkpoint in args.checkpoint:
         if not os.path.isfile(checkpoint):
             raise ResultsError(f"--checkpoint {checkpoint}: no such file")
+    logs = args.out or tempfile.mkdtemp(prefix="xnli_validate_")
+    os.makedirs(logs, exist_ok=True)
     subsets = [f"{args.split}_{lang}" for lang in languages]
     rows, scored = [], {}
-    for checkpoint in args.checkpoint:
-        scores = validate_checkpoint(checkpoint, args.data, subsets, args.batch_size, args.cpu)
+    progress = tqdm(args.checkpoint, desc="fairseq-validate", unit="checkpoint", file=sys.stderr)
+    for k, checkpoint in enumerate(progress, start=1):
+        log_path = os.path.join(logs, f"validate_{k}.log")
+        scores = validate_checkpoint(checkpoint, args.data, subsets, args.batch_size, args.cpu, log_path)
         rows.append((checkpoint, {lang: scores[f"{args.split}_{lang}"][0] for lang in languages}))
         scored = {lang: scores[f"{args.split}_{lang}"][1] for lang in languages}
     if len(rows) > 1:
@@ -262,12 +618,12 @@ def xnli_main(args) -> None:
     table = xnli_table(rows, languages)
     print(table)
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, "table3.md"), "w") as f:
             f.write(table)
         with open(os.path.join(args.out, "xnli.json"), "w") as f:
             json.dump({"split": args.split, "rows": [{"model": n, "accuracy": s, "scored": scored} for n, s in rows]},
                       f, indent=1)
+    print(f"fairseq-validate's output: {logs}/validate_*.log", file=sys.stderr)
 
 
 def main(argv=None) -> int:
@@ -276,20 +632,27 @@ def main(argv=None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__,
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    glue = commands.add_parser("glue", help="Table 2 and Figure 2 from a folder of recipes/glue.sh runs")
+    glue = commands.add_parser("glue", help="Table 2 and Figures 1 and 2 from a folder of recipes/glue.sh runs")
     glue.add_argument("runs", help="the SAVE_ROOT of recipes/glue.sh (searched recursively)")
-    glue.add_argument("--out", help="where to write table2.md, runs.tsv, results.json, figure2.png (default: RUNS)")
+    glue.add_argument("--out", help="where to write the tables and figures (default: RUNS)")
+    glue.add_argument("--select-on-half", choices=sorted(HALVES),
+                      help="select configurations, seeds and checkpoints on this half of the dev set (valid_a for "
+                           "first, valid_b for second) and report the other half (see split-dev)")
+    split = commands.add_parser("split-dev", help="write the two halves of a dev subset for --select-on-half")
+    split.add_argument("data", help="a binarised sentence-prediction folder (input0/, [input1/,] label/)")
+    split.add_argument("--subset", default="valid", help="the subset to split (default: valid)")
+    split.add_argument("--seed", type=int, default=0, help="seed of the shuffle that assigns examples to halves")
     xnli = commands.add_parser("xnli", help="Table 3 for one or more checkpoints")
     xnli.add_argument("--data", required=True, help="the output folder of preprocess/xnli.py")
     xnli.add_argument("--checkpoint", required=True, action="append", help="a checkpoint; repeat to average runs")
     xnli.add_argument("--split", default="test", choices=["test", "valid"])
-    xnli.add_argument("--languages", default=",".join(XNLI_LANGUAGES))
+    xnli.add_argument("--languages", default=",".join(XNLI_LANGUAGES), help="commas or spaces: en,fr or \"en fr\"")
     xnli.add_argument("--batch-size", type=int, default=32)
     xnli.add_argument("--cpu", action="store_true")
-    xnli.add_argument("--out", help="also write table3.md and xnli.json here")
+    xnli.add_argument("--out", help="also write table3.md and xnli.json here (and fairseq-validate's logs)")
     args = parser.parse_args(argv)
     try:
-        glue_main(args) if args.command == "glue" else xnli_main(args)
+        {"glue": glue_main, "split-dev": split_dev_main, "xnli": xnli_main}[args.command](args)
     except ResultsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
