@@ -71,8 +71,8 @@ def test_regression_targets(toy_regression_task, tmp_path, batch_size):
     "flags, message",
     [
         (["--noise-type", "gauss"], "invalid choice: 'gauss'"),
-        (["--eps=-1e-5"], "--eps is a noise scale and must be >= 0"),
-        (["--r3f-lambda=-0.5"], "--r3f-lambda must be >= 0"),
+        (["--eps=-1e-5"], "--eps must be a finite number >= 0 (got -1e-05)"),
+        (["--r3f-lambda=-0.5"], "--r3f-lambda must be a finite number >= 0 (got -0.5)"),
     ],
 )
 def test_bad_input_stops_with_a_clear_message(toy_task, tmp_path, flags, message):

@@ -16,6 +16,7 @@ mean KL per target token, the same unit as the cross-entropy, comparable across 
 summary lengths (as a rule of thumb, lambda_token ~ lambda_sentence x mean target length).
 """
 
+import argparse
 from dataclasses import dataclass, field
 
 from fairseq.criterions import register_criterion
@@ -28,6 +29,7 @@ from fairseq.logging import metrics
 
 from fairseq_r3f.criterions.r3f import NoisedForward, R3FConfig, recorded_outputs, reduce_r3f_metrics
 from fairseq_r3f.divergence import symmetric_kl
+from fairseq_r3f.options import check_options
 
 KL_NORMALIZATIONS = ("sentence", "token")
 
@@ -50,6 +52,11 @@ class LabelSmoothedCrossEntropyR3FConfig(LabelSmoothedCrossEntropyCriterionConfi
             "'token' = the mean KL per non-padding target token (comparable across datasets)"
         },
     )
+    # Unused. fairseq's sentence_prediction task reads these two from the criterion's config while the
+    # configuration is composed, before any criterion is built; without them a user who picks this criterion
+    # for a classification task gets an omegaconf InterpolationKeyError instead of the message in __init__.
+    classification_head_name: str = field(default="sentence_classification_head", metadata={"help": argparse.SUPPRESS})
+    regression_target: bool = field(default=False, metadata={"help": argparse.SUPPRESS})
 
 
 @register_criterion("label_smoothed_cross_entropy_r3f", dataclass=LabelSmoothedCrossEntropyR3FConfig)
@@ -69,6 +76,21 @@ class LabelSmoothedCrossEntropyR3FCriterion(LabelSmoothedCrossEntropyCriterion):
         noise_type="uniform",
         r3f_kl_normalization="sentence",
     ):
+        if hasattr(task, "label_dictionary"):
+            raise ValueError(
+                f"--criterion label_smoothed_cross_entropy_r3f is for sequence-to-sequence tasks (translation, "
+                f"summarization); for {type(task).__name__}, a sentence classification task, use --criterion "
+                f"sentence_prediction_r3f"
+            )
+        check_options(
+            LabelSmoothedCrossEntropyR3FConfig(
+                sentence_avg=sentence_avg, label_smoothing=label_smoothing, ignore_prefix_size=ignore_prefix_size,
+                report_accuracy=report_accuracy, r3f_lambda=r3f_lambda, eps=eps, noise_type=noise_type,
+                r3f_kl_normalization=r3f_kl_normalization,
+            ),
+            LabelSmoothedCrossEntropyR3FConfig,
+            counts=("ignore_prefix_size",),
+        )
         super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
         self.noised_forward = NoisedForward(R3FConfig(r3f_lambda=r3f_lambda, eps=eps, noise_type=noise_type))
         if str(r3f_kl_normalization) not in KL_NORMALIZATIONS:

@@ -24,7 +24,7 @@ from fairseq.criterions.sentence_prediction import SentencePredictionConfig, Sen
 from fairseq.dataclass import ChoiceEnum
 from fairseq.logging import metrics
 
-from fairseq_r3f.criterions.r3f import require_non_negative
+from fairseq_r3f.options import check_options
 from fairseq_r3f.perturb import NORMS, embedding_ball, fixed, perturbed_token_embeddings
 from fairseq_r3f.tasks.freelb import SentencePredictionFreeLBTask
 
@@ -69,7 +69,7 @@ class SentencePredictionFreeLBCriterion(SentencePredictionCriterion):
                 f"task must hand it the training step: use --task sentence_prediction_freelb instead of "
                 f"--task {getattr(cfg, '_task_name', None) or type(task).__name__} (same data and options)"
             )
-        require_non_negative(cfg, "freelb_steps", "freelb_step_size", "freelb_init_mag", "freelb_max_norm")
+        check_options(cfg, SentencePredictionFreeLBConfig, counts=("freelb_steps",), inf_allowed=("freelb_max_norm",))
         super().__init__(cfg, task)
         self.steps = cfg.freelb_steps
         self.step_size = cfg.freelb_step_size

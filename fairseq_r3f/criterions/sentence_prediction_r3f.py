@@ -17,6 +17,7 @@ from fairseq_r3f.criterions.r3f import (
     reduce_r3f_metrics,
 )
 from fairseq_r3f.divergence import squared_difference, symmetric_kl
+from fairseq_r3f.options import check_options
 
 
 @dataclass
@@ -36,6 +37,7 @@ class SentencePredictionR3FCriterion(SentencePredictionCriterion):
                 f"--criterion sentence_prediction_r3f needs a sentence classification task such as "
                 f"--task sentence_prediction; {type(task).__name__} has no label dictionary"
             )
+        check_options(cfg, SentencePredictionR3FConfig)
         super().__init__(cfg, task)
         self.noised_forward = NoisedForward(cfg)
 

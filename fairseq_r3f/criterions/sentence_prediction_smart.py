@@ -17,13 +17,9 @@ from fairseq.criterions import register_criterion
 from fairseq.criterions.sentence_prediction import SentencePredictionConfig, SentencePredictionCriterion
 from fairseq.dataclass import ChoiceEnum
 
-from fairseq_r3f.criterions.r3f import (
-    classification_head,
-    recorded_outputs,
-    reduce_r3f_metrics,
-    require_non_negative,
-)
+from fairseq_r3f.criterions.r3f import classification_head, recorded_outputs, reduce_r3f_metrics
 from fairseq_r3f.divergence import squared_difference, symmetric_kl
+from fairseq_r3f.options import check_options
 from fairseq_r3f.perturb import NORMS, embedding_ball, fixed, perturbed_token_embeddings
 
 
@@ -65,7 +61,7 @@ class SentencePredictionSMARTCriterion(SentencePredictionCriterion):
                 f"--criterion sentence_prediction_smart needs a sentence classification task such as "
                 f"--task sentence_prediction; {type(task).__name__} has no label dictionary"
             )
-        require_non_negative(cfg, "smart_lambda", "smart_steps", "smart_step_size", "smart_eps", "smart_init")
+        check_options(cfg, SentencePredictionSMARTConfig, counts=("smart_steps",))
         super().__init__(cfg, task)
         self.smart_lambda = cfg.smart_lambda
         self.steps = cfg.smart_steps

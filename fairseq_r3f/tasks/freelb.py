@@ -9,6 +9,8 @@ from fairseq.optim.amp_optimizer import AMPOptimizer
 from fairseq.tasks import register_task
 from fairseq.tasks.sentence_prediction import SentencePredictionConfig, SentencePredictionTask
 
+from fairseq_r3f.options import check_options
+
 
 @dataclass
 class SentencePredictionFreeLBTaskConfig(SentencePredictionConfig):
@@ -17,6 +19,10 @@ class SentencePredictionFreeLBTaskConfig(SentencePredictionConfig):
 
 @register_task("sentence_prediction_freelb", dataclass=SentencePredictionFreeLBTaskConfig)
 class SentencePredictionFreeLBTask(SentencePredictionTask):
+    def __init__(self, cfg, data_dictionary, label_dictionary):
+        check_options(cfg, SentencePredictionFreeLBTaskConfig)
+        super().__init__(cfg, data_dictionary, label_dictionary)
+
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         adversarial = getattr(criterion, "adversarial_train_step", None)
         if adversarial is None or not criterion.enabled:
