@@ -14,7 +14,7 @@ venv=${VENV:-$root/.venv}
 python=${PYTHON:-python3}
 stamp=$venv/.fairseq-r3f-installed
 
-if [[ -f $stamp && $stamp -nt $root/setup.py && $stamp -nt $root/scripts/install.sh ]]; then
+if [[ -f $stamp && $stamp -nt $root/pyproject.toml && $stamp -nt $root/scripts/install.sh ]]; then
   exit 0
 fi
 
