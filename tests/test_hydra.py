@@ -1,0 +1,247 @@
+"""The hydra configs in fairseq_r3f/config: their values are the hyper-parameter tables', and they train under the
+plain ``fairseq-hydra-train`` console script as fairseq's own examples are run (no wrapper, no extra fields)."""
+
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import USER_DIR
+from omegaconf import OmegaConf
+
+from fairseq_r3f.config import CONFIG_DIR, generate
+from fairseq_r3f.preprocess.xnli import LANGUAGES
+from fairseq_r3f.tools import fairseq_command, read_table
+
+GLUE_FILES = {"MNLI": "mnli", "QNLI": "qnli", "QQP": "qqp", "SST-2": "sst_2", "RTE": "rte", "MRPC": "mrpc",
+              "CoLA": "cola", "STS-B": "sts_b"}
+TINY_ROBERTA = ["+model.encoder_layers=2", "+model.encoder_embed_dim=32", "+model.encoder_ffn_embed_dim=64",
+                "+model.encoder_attention_heads=2", "task.max_positions=64"]
+TINY_BART = ["+model.encoder_layers=1", "+model.decoder_layers=1", "+model.encoder_embed_dim=32",
+             "+model.decoder_embed_dim=32", "+model.encoder_ffn_embed_dim=64", "+model.decoder_ffn_embed_dim=64",
+             "+model.encoder_attention_heads=2", "+model.decoder_attention_heads=2",
+             "+model.max_source_positions=64", "+model.max_target_positions=64"]
+ON_THE_CPU = ["common.cpu=true", "common.fp16=false", "common.log_interval=1", "dataset.num_workers=0",
+              "common.seed=1"]
+
+
+def load(name):
+    """The config ``name`` (rte_r3f) from whichever of the config folders holds it."""
+    paths = [os.path.join(CONFIG_DIR, folder, name + ".yaml") for folder in ("glue", "xnli", "summarization")]
+    return OmegaConf.load(next(path for path in paths if os.path.exists(path)))
+
+
+def shared(table):
+    return {name: row["value"] for name, row in read_table(table).items()}
+
+
+def test_there_is_a_config_for_every_glue_task_and_method_xnli_and_summarization_dataset():
+    found = {os.path.relpath(os.path.join(root, f), CONFIG_DIR)
+             for root, _, files in os.walk(CONFIG_DIR) for f in files if f.endswith(".yaml")}
+    tasks = read_table("glue_tasks.tsv")
+    assert set(GLUE_FILES) == set(tasks)
+    expected = {f"glue/{GLUE_FILES[t]}_{m}.yaml" for t in tasks for m in ("stdpp", "r3f", "r4f")}
+    expected |= {f"xnli/xnli_{m}.yaml" for m in ("std", "r3f", "r4f")}
+    expected |= {f"summarization/{d}_r3f.yaml" for d in ("cnn_dm", "gigaword", "reddit_tifu")}
+    assert found == expected
+
+
+def assert_optimiser(cfg, values, lr, max_update, warmup):
+    assert cfg.optimizer._name == "adam"
+    assert cfg.optimizer.adam_betas == values["adam_betas"]
+    assert cfg.optimizer.adam_eps == float(values["adam_eps"])
+    assert cfg.optimizer.weight_decay == float(values["weight_decay"])
+    assert cfg.lr_scheduler._name == values["lr_scheduler"]
+    assert cfg.lr_scheduler.warmup_updates == warmup
+    assert list(cfg.optimization.lr) == [float(lr)]
+    assert cfg.optimization.max_update == int(max_update)
+    assert cfg.optimization.clip_norm == float(values["clip_norm"])
+    assert cfg.model.dropout == float(values["dropout"])
+    assert cfg.model.attention_dropout == float(values["attention_dropout"])
+
+
+def assert_method(cfg, method, values):
+    criterion = {"std": "sentence_prediction", "stdpp": "sentence_prediction"}.get(method, "sentence_prediction_r3f")
+    assert cfg.criterion._name == criterion
+    assert cfg.model._name == ("roberta_sn_large" if method == "r4f" else "roberta_large")
+    if criterion == "sentence_prediction_r3f":
+        assert cfg.criterion.r3f_lambda == float(values["r3f_lambda"])
+        assert cfg.criterion.noise_type == values["noise_type"]
+        assert cfg.criterion.eps == float(values["eps"])
+    else:
+        assert "r3f_lambda" not in cfg.criterion
+
+
+@pytest.mark.parametrize("task", sorted(GLUE_FILES))
+@pytest.mark.parametrize("method", ["stdpp", "r3f", "r4f"])
+def test_glue_configs_hold_the_tables_values(task, method):
+    cfg, row, values = load(f"{GLUE_FILES[task]}_{method}"), read_table("glue_tasks.tsv")[task], shared("glue.tsv")
+    assert cfg.task._name == "sentence_prediction" and OmegaConf.is_missing(cfg.task, "data")
+    assert OmegaConf.is_missing(cfg.checkpoint, "restore_file") and cfg.checkpoint.reset_optimizer
+    assert cfg.task.num_classes == int(row["num_classes"])
+    assert cfg.task.max_positions == int(values["max_positions"])
+    assert cfg.dataset.batch_size == int(row["batch_size"])  # the effective batch, on one GPU
+    assert cfg.dataset.max_tokens == int(values["max_tokens"])
+    assert cfg.checkpoint.best_checkpoint_metric == row["metric"]
+    assert cfg.dataset.valid_subset == ("valid,valid1" if task == "MNLI" else "valid")
+    assert cfg.criterion.get("regression_target", False) == (task == "STS-B")
+    assert cfg.criterion.get("report_mcc", False) == (task == "CoLA")
+    assert cfg.criterion.get("report_acc_and_f1", False) == (task in ("QQP", "MRPC"))
+    max_update = int(row["max_update"])
+    assert_optimiser(cfg, values, row["lr"], max_update, int(float(values["warmup_ratio"]) * max_update))
+    assert_method(cfg, method, values)
+    assert "max_epoch" not in cfg.optimization  # STD++ and R3F/R4F run the paper's update budget
+
+
+def test_the_rte_configs_say_what_the_papers_tables_say():
+    # Tables 5 and 6 for RTE: lr 1e-5, batch 8, 3120 updates, 6% warm-up; lambda from the grid, sigma 1e-5
+    cfg = load("rte_r3f")
+    assert (list(cfg.optimization.lr), cfg.dataset.batch_size, cfg.optimization.max_update) == ([1e-5], 8, 3120)
+    assert cfg.lr_scheduler.warmup_updates == 187 and cfg.criterion.eps == 1e-5
+    assert cfg.optimizer.adam_betas == "(0.9,0.98)" and cfg.optimizer.adam_eps == 1e-6
+
+
+@pytest.mark.parametrize("method", ["std", "r3f", "r4f"])
+def test_xnli_configs_hold_the_tables_values(method):
+    cfg, values = load(f"xnli_{method}"), shared("xnli.tsv")
+    assert cfg.task.num_classes == int(values["num_classes"])
+    assert cfg.dataset.batch_size == int(values["batch_size"])
+    assert cfg.dataset.valid_subset.split(",") == [f"valid_{language}" for language in LANGUAGES]
+    assert cfg.dataset.valid_subset.startswith("valid_en,")  # English chooses the kept checkpoint
+    max_update = int(values["max_update"])
+    assert_optimiser(cfg, values, values["lr"], max_update, int(float(values["warmup_ratio"]) * max_update))
+    assert_method(cfg, method, values)
+
+
+@pytest.mark.parametrize("dataset", ["cnn_dm", "gigaword", "reddit_tifu"])
+def test_summarization_configs_hold_the_tables_values(dataset):
+    cfg = load(f"{dataset}_r3f")
+    values = {name: row[dataset] for name, row in read_table("summarization.tsv").items()}
+    assert cfg.task._name == "translation" and cfg.model._name == values["arch"]
+    assert cfg.criterion._name == "label_smoothed_cross_entropy_r3f"
+    assert cfg.criterion.label_smoothing == float(values["label_smoothing"])
+    assert cfg.criterion.r3f_lambda == float(values["r3f_lambda"])
+    assert cfg.criterion.noise_type == values["noise_type"] and cfg.criterion.eps == float(values["eps"])
+    assert cfg.criterion.r3f_kl_normalization == values["r3f_kl_normalization"]
+    tokens_per_update = int(values["max_tokens"]) * int(values["reference_gpus"]) * int(values["reference_update_freq"])
+    assert cfg.dataset.max_tokens * cfg.optimization.update_freq[0] == tokens_per_update
+    assert cfg.dataset.max_tokens == int(values["max_tokens"])
+    assert cfg.optimizer._name == values["optimizer"]
+    assert_optimiser(cfg, values, values["lr"], values["total_updates"], int(values["warmup_updates"]))
+
+
+def test_the_configs_are_what_the_tables_give_now():
+    assert generate.main(["--check"]) == 0, "a table changed: run python -m fairseq_r3f.config.generate"
+
+
+def test_a_stale_config_is_named(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(generate, "CONFIG_DIR", str(tmp_path))
+    assert generate.main([]) == 0
+    path = tmp_path / "glue" / "rte_r3f.yaml"
+    path.write_text(path.read_text().replace("max_update: 3120", "max_update: 3000"))
+    assert generate.main(["--check"]) == 1
+    assert "1 config(s) differ from the tables (glue/rte_r3f.yaml): run python -m fairseq_r3f.config.generate" \
+        in capsys.readouterr().err
+
+
+def test_the_hydra_plugin_leaves_other_hydra_programs_alone():
+    code = ("import sys, hydra_plugins.fairseq_r3f_plugin as p\n"
+            "from hydra.core.config_search_path import ConfigSearchPath\n"
+            "from hydra._internal.config_search_path_impl import ConfigSearchPathImpl\n"
+            "path = ConfigSearchPathImpl(); p.FairseqR3FSearchPathPlugin().manipulate_search_path(path)\n"
+            "print('fairseq' in sys.modules, len(path.get_path()))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "0"]
+
+
+# -- through fairseq-hydra-train -----------------------------------------------------------------------------------
+
+
+def hydra_train(cwd, *overrides, config_dir=None, config_name):
+    """Runs the fairseq-hydra-train console script; returns (process, json records by tag)."""
+    command = fairseq_command("fairseq-hydra-train")
+    if config_dir is not None:
+        command += ["--config-dir", config_dir]
+    command += ["--config-name", config_name, f"hydra.run.dir={cwd}/hydra", *overrides]
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=str(cwd),
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"})
+    records = {}
+    for line in (proc.stdout + proc.stderr).splitlines():
+        match = re.search(r"\]\[(\w+)\]\[INFO\] - (\{.*\})$", line)
+        if match:
+            records.setdefault(match.group(1), []).append(json.loads(match.group(2)))
+    return proc, records
+
+
+def saved_cfg(save_dir):
+    state = torch.load(os.path.join(save_dir, "checkpoint_last.pt"), map_location="cpu", weights_only=False)
+    return state["cfg"], state["model"]
+
+
+def test_glue_r3f_config_trains_with_r3f_under_fairseq_hydra_train(toy_task, tmp_path):
+    save = tmp_path / "save"
+    proc, records = hydra_train(
+        tmp_path, f"task.data={toy_task}", f"checkpoint.restore_file={tmp_path}/no-pretrained-model.pt",
+        f"common.user_dir={USER_DIR}", f"checkpoint.save_dir={save}", "optimization.max_update=3",
+        *TINY_ROBERTA, *ON_THE_CPU, config_dir=os.path.join(CONFIG_DIR, "glue"), config_name="rte_r3f")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [r["num_updates"] for r in records["train_inner"]] == ["1", "2", "3"]
+    assert all(float(r["symm_kl"]) > 0 for r in records["train_inner"])  # the R3F term is computed and logged
+    cfg, state = saved_cfg(save)
+    assert not any(key.endswith(".u") for key in state)  # R3F: a plain head
+    assert cfg["criterion"]["_name"] == "sentence_prediction_r3f" and cfg["criterion"]["r3f_lambda"] == 1.0
+    assert cfg["model"]["_name"] == "roberta_large" and cfg["model"]["encoder_layers"] == 2
+    assert cfg["optimization"]["lr"] == [1e-5] and cfg["lr_scheduler"]["warmup_updates"] == 187
+
+
+def test_xnli_r4f_config_found_by_name_alone_trains_the_spectrally_normalised_head(toy_task, tmp_path):
+    # no --config-dir and no common.user_dir: the plugin's folders are on Hydra's search path
+    save = tmp_path / "save"
+    proc, records = hydra_train(
+        tmp_path, f"task.data={toy_task}", f"checkpoint.restore_file={tmp_path}/no-pretrained-model.pt",
+        f"checkpoint.save_dir={save}", "optimization.max_update=2", "dataset.valid_subset=valid", *TINY_ROBERTA,
+        *ON_THE_CPU, config_name="xnli_r4f")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "symm_kl" in records["train_inner"][-1]
+    cfg, state = saved_cfg(save)
+    assert cfg["model"]["_name"] == "roberta_sn_large" and cfg["criterion"]["_name"] == "sentence_prediction_r3f"
+    head = "classification_heads.sentence_classification_head."
+    assert {head + "dense.u", head + "out_proj.u"} <= set(state)  # every head matrix carries its power-iteration u
+
+
+def write_tiny_summarization_set(folder):
+    rng = random.Random(0)
+    words = [f"w{i}" for i in range(40)]
+    raw = folder / "raw"
+    raw.mkdir()
+    for split, n in (("train", 48), ("valid", 8)):
+        sources = [" ".join(rng.choice(words) for _ in range(rng.randint(8, 20))) for _ in range(n)]
+        (raw / f"{split}.source").write_text("".join(s + "\n" for s in sources))
+        (raw / f"{split}.target").write_text("".join(" ".join(s.split()[:4]) + "\n" for s in sources))
+    data_bin = folder / "bin"
+    subprocess.run(fairseq_command("fairseq-preprocess") + [
+        "--source-lang", "source", "--target-lang", "target", "--trainpref", str(raw / "train"),
+        "--validpref", str(raw / "valid"), "--destdir", str(data_bin), "--joined-dictionary", "--workers", "1",
+    ], check=True, capture_output=True)
+    return data_bin
+
+
+def test_summarization_config_trains_bart_with_the_seq2seq_r3f_criterion(tmp_path):
+    data_bin = write_tiny_summarization_set(tmp_path)
+    save = tmp_path / "save"
+    proc, records = hydra_train(
+        tmp_path, f"task.data={data_bin}", "checkpoint.finetune_from_model=null",
+        f"checkpoint.save_dir={save}", "optimization.max_update=2", "optimization.update_freq=[1]",
+        "dataset.max_tokens=512", "model._name=bart_base", *TINY_BART, *ON_THE_CPU,
+        config_dir=os.path.join(CONFIG_DIR, "summarization"), config_name="cnn_dm_r3f")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "symm_kl" in records["train_inner"][-1]
+    cfg, _ = saved_cfg(save)
+    assert cfg["criterion"]["_name"] == "label_smoothed_cross_entropy_r3f"
+    assert cfg["criterion"]["r3f_kl_normalization"] == "sentence" and cfg["optimization"]["clip_norm"] == 0.1
+
