@@ -39,7 +39,6 @@ from typing import Dict, List
 import torch
 import torch.nn.functional as F
 
-import fairseq_r3f
 from fairseq_r3f.criterions.sentence_prediction_r3f import SentencePredictionR3FCriterion
 from fairseq_r3f.divergence import symmetric_kl
 from fairseq_r3f.tools import USER_DIR
