@@ -73,7 +73,8 @@ def prepared(tmp_path_factory):
     encoder_json, vocab_bpe, dict_txt = write_gpt2_bpe(sorted(set(words)), str(root))
     raw = root / "raw"
     raw.mkdir()
-    splits = {"train": documents(96, rng, words), "val": documents(8, rng, words), "test": documents(N_TEST, rng, words)}
+    splits = {"train": documents(96, rng, words), "val": documents(8, rng, words),
+              "test": documents(N_TEST, rng, words)}
     splits["train"][5] = (splits["train"][5][0], "")
     for split, pairs in splits.items():
         (raw / f"{split}.source").write_text("".join(s + "\n" for s, _ in pairs))
@@ -230,13 +231,14 @@ def test_reddit_tifu_configurations_and_seeded_split(prepared, tmp_path):
     outputs, reports = {}, {}
     for config in ("long", "short"):
         proc = preprocess(tmp_path, tmp_path / config, bpe, "--dataset", "reddit_tifu", "--reddit-file", str(path),
-                          "--reddit-config", config, "--split-seed", "7")
+                          "--reddit-config", config, "--split-method", "seeded", "--split-seed", "7")
         assert proc.returncode == 0, proc.stderr
         outputs[config] = {s: (tmp_path / config / "raw" / f"{s}.target").read_text().splitlines()
                            for s in ("train", "valid", "test")}
         reports[config] = json.loads((tmp_path / config / "preprocess_report.json").read_text())
         assert reports[config]["reddit_config"] == config and reports[config]["split_seed"] == 7
-    assert reports["long"]["reddit_posts_without_tldr"] == 10 and "reddit_posts_without_trimmed_title" in reports["short"]
+    assert reports["long"]["reddit_posts_without_tldr"] == 10
+    assert "reddit_posts_without_trimmed_title" in reports["short"]
     assert [reports["long"][f"{s}_examples"] for s in ("train", "valid", "test")] == [24, 3, 3]
     # the documented split: the kept posts in file order, shuffled by random.Random(seed), cut 80/10/10
     for config, field in (("long", "tldr"), ("short", "trimmed_title")):
@@ -279,7 +281,8 @@ def test_rouge_cli_refuses_misaligned_files(tmp_path, capsys):
     (tmp_path / "hyp").write_text("a\nb\n")
     (tmp_path / "ref").write_text("a\n")
     proc = run([sys.executable, "-m", "fairseq_r3f.evaluation.rouge", "--dataset", "gigaword", "--hypotheses",
-                str(tmp_path / "hyp"), "--references", str(tmp_path / "ref"), "--output-dir", str(tmp_path)], check=False)
+                str(tmp_path / "hyp"), "--references", str(tmp_path / "ref"), "--output-dir", str(tmp_path)],
+               check=False)
     assert proc.returncode == 1 and "has 2 lines but" in proc.stderr
     with pytest.raises(SystemExit) as exit_:
         rouge.main(["--dataset", "gigaword", "--references", str(tmp_path / "ref")])

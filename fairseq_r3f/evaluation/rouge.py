@@ -5,11 +5,18 @@ r"""From a summarization checkpoint to a ROUGE table.
         --output-dir EVAL [-- extra fairseq-generate flags]
 
 generates the test set with ``fairseq-generate`` (with this plugin's ``--user-dir``, the dataset's decoding
-settings from fairseq_r3f/hparams/summarization.tsv and GPT-2 BPE decoding), writes one detokenised hypothesis
-per line to EVAL/test.hypo, and scores it against the raw references with Google's ``rouge-score``
-(F-measure x 100 averaged over documents, Porter stemming on). ``--hypotheses FILE`` scores an existing file
-instead of generating. ROUGE-Lsum, for CNN/DM, puts one sentence per line on both sides first (NLTK's Punkt
-when its data is installed, else a punctuation rule; the table says which).
+settings from fairseq_r3f/hparams/summarization.tsv, the checkpoint's own maximum source and target positions
+with --truncate-source as in training, and GPT-2 BPE decoding), writes one detokenised hypothesis per test
+document to EVAL/test.hypo (line i = sample id i, the document on line i of the references), and scores it
+against the raw references with Google's ``rouge-score`` (F-measure x 100 averaged over documents, Porter
+stemming on). The references must hold exactly one document per test example. With ``-- --nbest N`` the
+generation log keeps N hypotheses per document and the first-ranked one is scored. ``--hypotheses FILE``
+scores an existing file (line i against reference line i) instead of generating. ROUGE-Lsum (``--rouge-lsum``,
+by default from the table: CNN/DM and Reddit TIFU) puts one sentence per line on both sides first (NLTK's
+Punkt when its data is installed, else a punctuation rule; the table says which).
+
+fairseq-generate's whole output (its configuration dump and log lines included) goes to
+EVAL/generate-test.txt; the terminal shows progress bars for generation and scoring, and the table.
 
 Numbers from rouge-score are close to, but not identical with, the Perl ROUGE-1.5.5 (files2rouge) that
 BART's published CNN/DM numbers used.
@@ -21,11 +28,13 @@ import json
 import multiprocessing
 import os
 import re
+import shlex
 import subprocess
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
-from fairseq_r3f.tools import USER_DIR, hparams_path
+from fairseq_r3f.preprocess.files import DataError, read_lines
+from fairseq_r3f.tools import USER_DIR, fairseq_command, hparams_path
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
@@ -124,23 +133,61 @@ def score(hypotheses: Sequence[str], references: Sequence[str], lsum: bool = Fal
     return totals
 
 
-def read_lines(path: str) -> List[str]:
-    with open(path, encoding="utf-8", newline="\n") as f:
-        text = f.read()
-    if text.endswith("\n"):
-        text = text[:-1]
-    return text.split("\n")
+def subset_size(data_bin: str, subset: str) -> int:
+    """The number of examples in the binarised ``subset`` (source side) written by preprocess/summarization.py."""
+    from fairseq.data import data_utils
+
+    prefix = os.path.join(data_bin, f"{subset}.source-target.source")
+    dataset = data_utils.load_indexed_dataset(prefix, None)
+    if dataset is None:
+        raise DataError(f"--data-bin {data_bin} has no {subset} subset ({prefix}.bin/.idx): pass the bin/ folder "
+                        f"written by preprocess/summarization.py")
+    return len(dataset)
 
 
-def generate(args, settings: Dict[str, str], extra: List[str]) -> str:
-    """Runs fairseq-generate; returns the path of the hypotheses, one per line in test-set order."""
-    from fairseq_r3f.tools import fairseq_command
-
+def checkpoint_positions(checkpoint: str) -> Tuple[int, int]:
+    """The model's maximum source and target positions, from the configuration saved in the checkpoint."""
     import torch
 
+    import fairseq_r3f  # noqa: F401 (allows the fairseq classes a checkpoint's configuration holds)
+
+    try:
+        state = torch.load(checkpoint, map_location="cpu", mmap=True)
+    except RuntimeError:  # a checkpoint in torch's legacy (not zip) format cannot be memory-mapped
+        state = torch.load(checkpoint, map_location="cpu")
+    cfg = state.get("cfg")
+    sections = [cfg.get("model"), cfg.get("task")] if isinstance(cfg, dict) else [vars(state.get("args") or {})]
+    for section in sections:
+        section = section if isinstance(section, dict) else vars(section) if section is not None else {}
+        values = section.get("max_source_positions"), section.get("max_target_positions")
+        if all(isinstance(v, int) for v in values):
+            return values
+    raise DataError(f"--checkpoint {checkpoint} records no max_source_positions/max_target_positions: is it a "
+                    f"fairseq summarization (translation task) checkpoint?")
+
+
+def nbest(extra: List[str]) -> int:
+    """The --nbest passed to fairseq-generate after '--' (fairseq's default 1)."""
+    value = "1"
+    for k, flag in enumerate(extra):
+        if flag == "--nbest" and k + 1 < len(extra):
+            value = extra[k + 1]
+        elif flag.startswith("--nbest="):
+            value = flag.split("=", 1)[1]
+    return int(value) if value.isdigit() else 1
+
+
+def generate(args, settings: Dict[str, str], extra: List[str], n_documents: int) -> str:
+    """Runs fairseq-generate, its output into the log file and a progress bar on the terminal; returns the
+    path of the hypotheses: line i is the first-ranked hypothesis of sample id i."""
+    import torch
+    from tqdm import tqdm
+
+    max_source, max_target = checkpoint_positions(args.checkpoint)
     command = fairseq_command("fairseq-generate") + [
         args.data_bin, "--path", args.checkpoint, "--user-dir", USER_DIR, "--task", "translation",
         "--source-lang", "source", "--target-lang", "target", "--gen-subset", args.subset, "--truncate-source",
+        "--max-source-positions", str(max_source), "--max-target-positions", str(max_target),
         "--beam", settings["beam"], "--lenpen", settings["lenpen"], "--min-len", settings["min_len"],
         "--max-len-a", "0", "--max-len-b", settings["max_len_b"],
         "--no-repeat-ngram-size", settings["no_repeat_ngram_size"],
@@ -149,23 +196,34 @@ def generate(args, settings: Dict[str, str], extra: List[str]) -> str:
         *(["--fp16"] if torch.cuda.is_available() else ["--cpu"]), *extra,
     ]
     log_path = os.path.join(args.output_dir, f"generate-{args.subset}.txt")
-    print("running: " + " ".join(command), file=sys.stderr)
-    with open(log_path, "w") as log:
-        proc = subprocess.run(command, stdout=log, stderr=subprocess.PIPE, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"fairseq-generate failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    hypotheses = {}
-    for line in read_lines(log_path):
-        if line.startswith("D-"):
-            fields = line.split("\t")
-            hypotheses[int(fields[0][2:])] = fields[2].strip() if len(fields) > 2 else ""
-    missing = sorted(set(range(args.expected)) - set(hypotheses))
-    if missing:
-        raise RuntimeError(f"fairseq-generate produced no hypothesis for {len(missing)} of {args.expected} "
-                           f"examples (first ids: {missing[:5]}); see {log_path}")
+    print(f"generating {n_documents} documents; fairseq-generate's output: {log_path}", file=sys.stderr)
+    hypotheses: Dict[int, str] = {}
+    tail: List[str] = []
+    with open(log_path, "w", encoding="utf-8") as log, \
+            tqdm(total=n_documents, desc="generate", unit="doc", file=sys.stderr, mininterval=2) as bar:
+        log.write("# " + shlex.join(command) + "\n")
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                text=True, encoding="utf-8", errors="replace")
+        for line in proc.stdout:
+            log.write(line)
+            tail = (tail + [line])[-20:]
+            if line.startswith("D-"):  # D-<sample id> <score> <detokenised hypothesis>, n-best in rank order
+                fields = line.rstrip("\n").split("\t")
+                sample_id = int(fields[0][2:])
+                if sample_id not in hypotheses:
+                    hypotheses[sample_id] = fields[2].strip() if len(fields) > 2 else ""
+                    bar.update()
+        returncode = proc.wait()
+    if returncode != 0:
+        raise RuntimeError(f"fairseq-generate failed (exit status {returncode}); its output is in {log_path}, "
+                           f"which ends:\n" + "".join("  " + line for line in tail).rstrip())
+    missing = sorted(set(range(n_documents)) - set(hypotheses))
+    if missing or len(hypotheses) != n_documents:
+        raise RuntimeError(f"fairseq-generate produced hypotheses for {len(hypotheses)} sample ids, the {args.subset} "
+                           f"set has {n_documents} (first missing ids: {missing[:5]}); see {log_path}")
     hypo_path = os.path.join(args.output_dir, f"{args.subset}.hypo")
     with open(hypo_path, "w", encoding="utf-8") as f:
-        f.write("".join(hypotheses[i] + "\n" for i in range(args.expected)))
+        f.write("".join(hypotheses[i] + "\n" for i in range(n_documents)))
     return hypo_path
 
 
@@ -195,7 +253,11 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--output-dir", default=".", help="for the hypotheses, generation log and rouge.json")
     parser.add_argument("--workers", type=int, default=None, help="scoring processes (default: all cores)")
-    parser.add_argument("--hparams", help="summarization table (default: the shipped fairseq_r3f/hparams/summarization.tsv)")
+    parser.add_argument("--hparams",
+                        help="summarization table (default: the shipped fairseq_r3f/hparams/summarization.tsv)")
+    parser.add_argument("--rouge-lsum", choices=("yes", "no"),
+                        help="also score ROUGE-Lsum on sentence-split text (default: the table's rouge_lsum for "
+                        "--dataset: yes for cnn_dm and reddit_tifu)")
     args = parser.parse_args(argv)
 
     hparams = read_hparams(args.hparams)
@@ -205,8 +267,6 @@ def main(argv=None) -> int:
     if not os.path.isfile(args.references):
         parser.error(f"--references {args.references} does not exist: pass OUT/raw/test.target written by "
                      f"preprocess/summarization.py")
-    references = read_lines(args.references)
-    os.makedirs(args.output_dir, exist_ok=True)
     if args.hypotheses is None:
         needed = {"--checkpoint": args.checkpoint, "--data-bin": args.data_bin,
                   "--encoder-json": args.encoder_json, "--vocab-bpe": args.vocab_bpe}
@@ -216,29 +276,43 @@ def main(argv=None) -> int:
         absent = [f"{flag} {value}" for flag, value in needed.items() if not os.path.exists(value)]
         if absent:
             parser.error(f"not found: {'; '.join(absent)}")
-        args.expected = len(references)
-        try:
-            args.hypotheses = generate(args, settings, extra)
-        except RuntimeError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 1
     elif not os.path.isfile(args.hypotheses):
         parser.error(f"--hypotheses {args.hypotheses} does not exist")
-    hypotheses = read_lines(args.hypotheses)
+    generated = args.hypotheses is None
+    try:
+        references = read_lines(args.references)
+        if not references:
+            raise DataError(f"--references {args.references} is empty: nothing to score against")
+        os.makedirs(args.output_dir, exist_ok=True)
+        if generated:
+            n_documents = subset_size(args.data_bin, args.subset)
+            if len(references) != n_documents:
+                raise DataError(f"--references {args.references} has {len(references)} documents but the "
+                                f"{args.subset} set in --data-bin {args.data_bin} has {n_documents}: pass the "
+                                f"references written with that data (OUT/raw/{args.subset}.target)")
+            args.hypotheses = generate(args, settings, extra, n_documents)
+        hypotheses = read_lines(args.hypotheses)
+    except (DataError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     if len(hypotheses) != len(references):
         print(f"error: {args.hypotheses} has {len(hypotheses)} lines but {args.references} has {len(references)}: "
               f"they must align line by line", file=sys.stderr)
         return 1
 
-    lsum = settings.get("rouge_lsum") == "yes"
+    lsum = (args.rouge_lsum or settings.get("rouge_lsum")) == "yes"
     results = score(hypotheses, references, lsum=lsum, workers=args.workers)
     splitter = sentence_splitter()[0] if lsum else None
     empty = {"empty_hypotheses": sum(not h.strip() for h in hypotheses),
              "empty_references": sum(not r.strip() for r in references)}
+    ranks = nbest(extra) if generated else 1
     with open(os.path.join(args.output_dir, "rouge.json"), "w") as f:
         json.dump({"dataset": args.dataset, "documents": len(references), "sentence_splitter": splitter,
-                   **empty, **results}, f, indent=1)
+                   "nbest_generated": ranks, "scored_rank": 1, **empty, **results}, f, indent=1)
     print(table(results, args.dataset, len(references), splitter))
+    if ranks > 1:
+        print(f"note: generated the {ranks} best hypotheses per document (all in the generation log); scored the "
+              f"first-ranked")
     if any(empty.values()):
         print(f"note: {empty} (scored as 0)")
     return 0

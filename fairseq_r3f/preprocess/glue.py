@@ -22,11 +22,14 @@ dev_matched -> valid, dev_mismatched -> valid1, test_matched -> test, test_misma
 import argparse
 import json
 import logging
+import math
 import os
 import shutil
 import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+from fairseq_r3f.preprocess.files import DataError, read_lines
 
 Column = Union[str, int]  # a header name, or an index for header-less files
 
@@ -99,30 +102,20 @@ STSB_MAX_SCORE = 5.0
 _LINE_BREAKS = str.maketrans({c: " " for c in "\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"})
 
 
-class DataError(Exception):
-    """Bad input data, with what is wrong and how to fix it."""
-
-
 def clean_text(text: str) -> str:
     return text.translate(_LINE_BREAKS).strip()
 
 
-def read_rows(path: str) -> List[str]:
-    """Lines split on '\\n' only: a stray '\\r' inside a field must not start a new row."""
-    with open(path, encoding="utf-8", newline="") as f:
-        lines = f.read().split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
-
-
 def read_split(path: str, spec: SplitFile, labels: Optional[Sequence[str]]):
     """(examples, report): examples are (inputs, label or None) of the well-formed rows, in file order."""
-    rows = read_rows(path)
+    undecodable: Dict[int, str] = {}
+    rows = read_lines(path, undecodable)  # MRPC's files start with a byte-order mark: read_lines drops it
     if spec.header:
         if not rows:
             raise DataError(f"{path} is empty: expected a header line")
-        header = rows[0].lstrip("\ufeff").split("\t")  # MRPC's files start with a byte-order mark
+        if 1 in undecodable:
+            raise DataError(f"{path}:1: the header is {undecodable[1]}; convert the file to UTF-8")
+        header = rows[0].split("\t")
         missing = [c for c in spec.inputs + ((spec.label,) if spec.label is not None else ()) if c not in header]
         if missing:
             raise DataError(
@@ -142,7 +135,9 @@ def read_split(path: str, spec: SplitFile, labels: Optional[Sequence[str]]):
     for line_no, row in enumerate(body, start=first_line):
         fields = row.split("\t")
         reason = None
-        if len(fields) != n_columns:
+        if line_no in undecodable:
+            reason = undecodable[line_no]
+        elif len(fields) != n_columns:
             reason = f"{len(fields)} fields, expected {n_columns}"
         elif label_idx is not None:
             label = fields[label_idx].strip()
@@ -152,7 +147,12 @@ def read_split(path: str, spec: SplitFile, labels: Optional[Sequence[str]]):
                 except ValueError:
                     reason = f"score {label!r} is not a number"
                 else:
-                    label = f"{score / STSB_MAX_SCORE:.6g}"
+                    if not math.isfinite(score):
+                        reason = f"score {label!r} is not a finite number"
+                    elif not 0 <= score <= STSB_MAX_SCORE:
+                        reason = f"score {label} outside [0, {STSB_MAX_SCORE:g}]"
+                    else:
+                        label = f"{score / STSB_MAX_SCORE:.6g}"
             elif label not in labels:
                 reason = f"label {label!r} not in {list(labels)}"
         if reason:
@@ -180,14 +180,21 @@ def _encode(text: str) -> str:
     return " ".join(map(str, _BPE.encode(text)))
 
 
-def bpe_encode(texts: List[str], encoder_json: str, vocab_bpe: str, workers: int) -> List[str]:
+def progress(iterable, total: int, desc: str):
+    """A tqdm progress bar with rate and ETA on stderr (not stdout, which carries the tools' results)."""
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="lines", file=sys.stderr, mininterval=2, dynamic_ncols=True)
+
+
+def bpe_encode(texts: List[str], encoder_json: str, vocab_bpe: str, workers: int, desc: str = "bpe") -> List[str]:
     if workers <= 1:
         _init_bpe(encoder_json, vocab_bpe)
-        return [_encode(t) for t in texts]
+        return list(progress(map(_encode, texts), len(texts), desc))
     from multiprocessing import Pool
 
     with Pool(workers, initializer=_init_bpe, initargs=(encoder_json, vocab_bpe)) as pool:
-        return pool.map(_encode, texts, chunksize=1000)
+        return list(progress(pool.imap(_encode, texts, chunksize=1000), len(texts), desc))
 
 
 def fairseq_preprocess(argv: List[str]) -> None:
@@ -252,6 +259,9 @@ def preprocess_task(task: str, args) -> dict:
             raise DataError(f"{path}: no such file; {task} needs {needed}")
         examples, report = read_split(path, split_file, spec.labels)
         reports[split_file.split] = report
+        if not report["rows"]:
+            raise DataError(f"{path} has no data rows: the {split_file.split} split would be empty; "
+                            f"re-download the official GLUE file")
         if not examples:
             raise DataError(f"{path}: no well-formed row (first problems: {report['malformed_rows'][:3]})")
         if report["malformed"] > args.max_malformed_fraction * max(report["rows"], 1):
@@ -268,12 +278,14 @@ def preprocess_task(task: str, args) -> dict:
     for split_file, examples in read:
         report = reports[split_file.split]
         if report["malformed"]:
+            first = "; ".join(f"line {row['line']}: {row['reason']}" for row in report["malformed_rows"][:3])
             print(f"{task}: {report['file']}: dropped {report['malformed']} malformed of {report['rows']} rows "
-                  f"(see {out}/report.json)", file=sys.stderr)
+                  f"({first}{'; ...' if report['malformed'] > 3 else ''}; all in {out}/report.json)", file=sys.stderr)
         for k in range(len(split_file.inputs)):
             texts = [inputs[k] for inputs, _ in examples]
             write_lines(os.path.join(raw, f"{split_file.split}.input{k}"),
-                        bpe_encode(texts, args.encoder_json, args.vocab_bpe, args.workers))
+                        bpe_encode(texts, args.encoder_json, args.vocab_bpe, args.workers,
+                                   f"{task} bpe {split_file.split}.input{k}"))
         if split_file.label is not None:
             write_lines(os.path.join(raw, f"{split_file.split}.label"), [label for _, label in examples])
         splits.append(split_file.split)

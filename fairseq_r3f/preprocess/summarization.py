@@ -12,7 +12,9 @@ Inputs per dataset (RAW is --raw-dir):
   reddit_tifu  RAW/tifu_all_tokenized_and_filtered.json (or --reddit-file): the public JSON-lines release.
                --reddit-config long: document = selftext_without_tldr, summary = tldr (posts without a
                TL;DR are skipped and counted); short: summary = trimmed_title. The release has no splits:
-               a seeded shuffle (--split-seed) cut by --split-fractions makes train/valid/test.
+               --split-method pegasus (default) cuts the kept posts in file order by --split-fractions
+               (default 0.8,0.1,0.1: PEGASUS's train[:80%], train[80%:90%], train[90%:]); seeded shuffles
+               them with --split-seed first.
 
 Writes OUT/raw/{train,valid,test}.{source,target} (the cleaned, aligned text; test.target is what ROUGE
 scores against), OUT/bpe/... (GPT-2 BPE ids) and OUT/bin (fairseq-preprocess, source-target, with the
@@ -29,15 +31,14 @@ import random
 import shutil
 import subprocess
 import sys
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
+
+from fairseq_r3f.preprocess.files import DataError, read_lines
+from fairseq_r3f.tools import fairseq_command
 
 SPLITS = ("train", "valid", "test")
 DATASETS = ("cnn_dm", "gigaword", "reddit_tifu")
 REDDIT_FIELDS = {"long": ("selftext_without_tldr", "tldr"), "short": ("selftext_without_tldr", "trimmed_title")}
-
-
-class DataError(Exception):
-    """Bad input: the message names the problem and the fix."""
 
 
 def clean(text: str) -> str:
@@ -51,14 +52,6 @@ def _require(path: str, what: str, fix: str) -> str:
     return path
 
 
-def _read_lines(path: str) -> List[str]:
-    with open(path, encoding="utf-8", newline="\n") as f:
-        text = f.read()
-    if text.endswith("\n"):
-        text = text[:-1]
-    return text.split("\n") if text else []
-
-
 def _paired_files(raw_dir: str, files: Dict[str, Tuple[str, str]], dataset: str) -> Dict[str, List[Tuple[str, str]]]:
     pairs = {}
     for split, (source_name, target_name) in files.items():
@@ -66,7 +59,7 @@ def _paired_files(raw_dir: str, files: Dict[str, Tuple[str, str]], dataset: str)
                                f"Put the {dataset} files in --raw-dir under the names in docs/summarization.md.")
         target_path = _require(os.path.join(raw_dir, target_name), f"{dataset} {split} target file",
                                f"Put the {dataset} files in --raw-dir under the names in docs/summarization.md.")
-        sources, targets = _read_lines(source_path), _read_lines(target_path)
+        sources, targets = read_lines(source_path), read_lines(target_path)
         if len(sources) != len(targets):
             raise DataError(
                 f"{source_path} has {len(sources)} lines but {target_path} has {len(targets)}: line i of one "
@@ -86,29 +79,35 @@ def read_gigaword(raw_dir: str) -> Dict[str, List[Tuple[str, str]]]:
     return _paired_files(raw_dir, {s: (f"{s}.article.txt", f"{s}.title.txt") for s in SPLITS}, "gigaword")
 
 
-def read_reddit_tifu(path: str, config: str, seed: int, fractions: List[float], report: Dict) -> Dict:
+SPLIT_METHODS = ("pegasus", "seeded")
+
+
+def read_reddit_tifu(path: str, config: str, method: str, seed: Optional[int], fractions: List[float],
+                     report: Dict) -> Dict:
+    """train/valid/test of the posts that have the configuration's summary: in file order (``pegasus``), or
+    shuffled by ``random.Random(seed)`` first (``seeded``), then cut by ``fractions``."""
     _require(path, "Reddit TIFU JSON-lines file", "Pass --reddit-file, or put tifu_all_tokenized_and_filtered.json "
              "in --raw-dir.")
     source_field, target_field = REDDIT_FIELDS[config]
     examples, no_summary = [], 0
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                post = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(f"{path} line {number} is not JSON ({error}): the file must hold one JSON "
-                                f"object per line, as in the public Reddit TIFU release") from None
-            if source_field not in post:
-                raise DataError(f"{path} line {number} has no field {source_field!r}: is this the Reddit TIFU "
-                                f"release (tifu_all_tokenized_and_filtered.json)?")
-            if not post.get(target_field):
-                no_summary += 1  # the 'long' configuration is the posts that have a TL;DR
-                continue
-            examples.append((post[source_field] or "", post[target_field]))
+    for number, line in enumerate(read_lines(path), 1):
+        if not line.strip():
+            continue
+        try:
+            post = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{path} line {number} is not JSON ({error}): the file must hold one JSON "
+                            f"object per line, as in the public Reddit TIFU release") from None
+        if not isinstance(post, dict) or source_field not in post:
+            raise DataError(f"{path} line {number} has no field {source_field!r}: is this the Reddit TIFU "
+                            f"release (tifu_all_tokenized_and_filtered.json)?")
+        if not post.get(target_field):
+            no_summary += 1  # the 'long' configuration is the posts that have a TL;DR
+            continue
+        examples.append((post[source_field] or "", post[target_field]))
     report["reddit_posts_without_" + target_field] = no_summary
-    random.Random(seed).shuffle(examples)
+    if method == "seeded":
+        random.Random(seed).shuffle(examples)
     n_train = int(round(fractions[0] * len(examples)))
     n_valid = int(round(fractions[1] * len(examples)))
     return {"train": examples[:n_train], "valid": examples[n_train:n_train + n_valid],
@@ -146,8 +145,7 @@ def check_bpe_files(encoder_json: str, vocab_bpe: str) -> None:
     if not (isinstance(encoder, dict) and all(isinstance(i, int) for i in encoder.values())):
         raise DataError(f"--encoder-json {encoder_json} is not a GPT-2 encoder.json (a JSON object of token -> id): "
                         f"pass BART's encoder.json")
-    with open(vocab_bpe, encoding="utf-8") as f:
-        merges = f.read().split("\n")[1:-1]  # the first line is a '#version' header
+    merges = read_lines(vocab_bpe)[1:]  # the first line is a '#version' header
     if not merges or any(len(merge.split()) != 2 for merge in merges):
         raise DataError(f"--vocab-bpe {vocab_bpe} is not a GPT-2 vocab.bpe (a header line, then one merge "
                         f"'a b' per line): pass BART's vocab.bpe")
@@ -181,11 +179,6 @@ def bpe_encode(pool, lines: List[str], desc: str) -> Iterator[str]:
     yield from tqdm(encoded, total=len(lines), desc=desc, unit="lines", file=sys.stderr, mininterval=2)
 
 
-def fairseq_command(name: str) -> List[str]:
-    script = os.path.join(os.path.dirname(sys.executable), name)
-    return [script] if os.path.exists(script) else [sys.executable, "-m", "fairseq_cli." + name.split("-")[1]]
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, choices=DATASETS)
@@ -199,13 +192,18 @@ def main(argv=None) -> int:
                         help="pairs with an empty source or target: skip and count them (default), or stop")
     parser.add_argument("--reddit-config", choices=tuple(REDDIT_FIELDS), default="long",
                         help="Reddit TIFU summary: 'long' = the TL;DR (the paper's Table 4), 'short' = the title")
-    parser.add_argument("--reddit-file", help="Reddit TIFU JSON lines (default RAW/tifu_all_tokenized_and_filtered.json)")
-    parser.add_argument("--split-seed", type=int, default=1, help="seed of the Reddit TIFU train/valid/test split")
+    parser.add_argument("--reddit-file",
+                        help="Reddit TIFU JSON lines (default RAW/tifu_all_tokenized_and_filtered.json)")
+    parser.add_argument("--split-method", choices=SPLIT_METHODS, default="pegasus",
+                        help="Reddit TIFU: 'pegasus' (default) cuts the posts in file order, as PEGASUS (followed by "
+                        "the paper) did; 'seeded' shuffles them with --split-seed first")
+    parser.add_argument("--split-seed", type=int, help="seed of the 'seeded' Reddit TIFU split (default 1)")
     parser.add_argument("--split-fractions", default="0.8,0.1,0.1", help="Reddit TIFU train,valid,test fractions")
     args = parser.parse_args(argv)
 
     try:
-        for path, what in ((args.encoder_json, "--encoder-json"), (args.vocab_bpe, "--vocab-bpe"), (args.dict, "--dict")):
+        for path, what in ((args.encoder_json, "--encoder-json"), (args.vocab_bpe, "--vocab-bpe"),
+                           (args.dict, "--dict")):
             _require(path, f"{what} file", "Download the GPT-2 BPE files and the BART dict.txt as described in "
                      "docs/summarization.md and pass their paths.")
         check_bpe_files(args.encoder_json, args.vocab_bpe)
@@ -222,9 +220,14 @@ def main(argv=None) -> int:
             if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-6:
                 raise DataError(f"--split-fractions must be three positive numbers summing to 1, got "
                                 f"{args.split_fractions!r}")
+            if args.split_method == "pegasus" and args.split_seed is not None:
+                raise DataError("--split-seed shuffles the posts, which --split-method pegasus keeps in file order: "
+                                "pass --split-method seeded with it, or drop it")
+            seed = (1 if args.split_seed is None else args.split_seed) if args.split_method == "seeded" else None
             path = args.reddit_file or os.path.join(args.raw_dir, "tifu_all_tokenized_and_filtered.json")
-            report.update(reddit_config=args.reddit_config, split_seed=args.split_seed, split_fractions=fractions)
-            pairs = read_reddit_tifu(path, args.reddit_config, args.split_seed, fractions, report)
+            report.update(reddit_config=args.reddit_config, split_method=args.split_method, split_seed=seed,
+                          split_fractions=fractions)
+            pairs = read_reddit_tifu(path, args.reddit_config, args.split_method, seed, fractions, report)
         pairs = drop_empty(pairs, args.on_empty, report)
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -235,7 +238,8 @@ def main(argv=None) -> int:
         os.makedirs(folder, exist_ok=True)
     pool = None
     if args.workers > 1:
-        pool = multiprocessing.get_context("spawn").Pool(args.workers, _load_encoder, (args.encoder_json, args.vocab_bpe))
+        pool = multiprocessing.get_context("spawn").Pool(args.workers, _load_encoder,
+                                                         (args.encoder_json, args.vocab_bpe))
     else:
         _load_encoder(args.encoder_json, args.vocab_bpe)
     try:

@@ -15,11 +15,14 @@ counted in report.json and dropped whole, as in preprocess/glue.py.
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
+from typing import List
 
+from fairseq_r3f.preprocess.files import DataError
 from fairseq_r3f.preprocess.glue import (
-    NLI, TASKS, DataError, SplitFile, binarise, check_files, clean_text, read_split, write_lines,
+    NLI, TASKS, SplitFile, binarise, check_files, clean_text, progress, read_split, write_lines,
 )
 
 # Table 3's column order.
@@ -45,6 +48,18 @@ def read_xnli(path: str, languages, max_malformed_fraction: float):
     return by_language, report
 
 
+def parse_languages(value: str) -> List[str]:
+    """Language codes separated by commas and/or spaces ("en,fr", "en fr", "en, fr"), each kept once."""
+    languages = [lang for lang in re.split(r"[,\s]+", value) if lang]
+    if not languages:
+        raise DataError(f"--languages {value!r} names no language: pass codes such as en,fr (or 'en fr')")
+    repeated = sorted({lang for lang in languages if languages.count(lang) > 1})
+    if repeated:
+        print(f"note: --languages names {', '.join(repeated)} more than once; each language is written once",
+              file=sys.stderr)
+    return list(dict.fromkeys(languages))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -53,14 +68,14 @@ def main(argv=None) -> int:
     parser.add_argument("--sentencepiece-model", required=True, help="XLM-R's sentencepiece.bpe.model")
     parser.add_argument("--dict", required=True, help="XLM-R's dict.txt")
     parser.add_argument("--out-dir", required=True)
-    parser.add_argument("--languages", default=",".join(LANGUAGES), help="comma-separated (default: all 15)")
+    parser.add_argument("--languages", default=",".join(LANGUAGES),
+                        help="language codes separated by commas or spaces (default: all 15, Table 3's order)")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--max-malformed-fraction", type=float, default=0.01)
     parser.add_argument("--keep-raw", action="store_true")
     args = parser.parse_args(argv)
-    languages = [lang.strip() for lang in args.languages.split(",") if lang.strip()]
     try:
-        run(args, languages)
+        run(args, parse_languages(args.languages))
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -76,15 +91,18 @@ def run(args, languages) -> None:
 
     sp = sentencepiece.SentencePieceProcessor(model_file=args.sentencepiece_model)
 
-    def pieces(text: str) -> str:
-        return " ".join(sp.encode(clean_text(text), out_type=str))
+    def pieces(texts: List[str], desc: str) -> List[str]:
+        return [" ".join(sp.encode(clean_text(text), out_type=str)) for text in progress(texts, len(texts), desc)]
 
-    raw = os.path.join(args.out_dir, "raw")
-    os.makedirs(raw, exist_ok=True)
+    # Read and check everything before writing anything.
     mnli_train = next(f for f in TASKS["MNLI"].files if f.split == "train")
     train, train_report = read_split(train_tsv, mnli_train, NLI)
     if train_report["malformed"] > args.max_malformed_fraction * max(train_report["rows"], 1):
-        raise DataError(f"{train_tsv}: {train_report['malformed']} of {train_report['rows']} rows are malformed")
+        raise DataError(f"{train_tsv}: {train_report['malformed']} of {train_report['rows']} rows are malformed "
+                        f"(first: {train_report['malformed_rows'][:3]}); is this GLUE's MNLI train.tsv?")
+    if not train:
+        raise DataError(f"{train_tsv}: no usable MNLI row ({train_report['rows']} rows, {train_report['malformed']} "
+                        f"malformed): the training split would be empty; pass GLUE's MNLI folder as --mnli-dir")
     subsets = {"train": train}
     reports = {"train": train_report}
     for name, path in (("valid", dev_tsv), ("test", test_tsv)):
@@ -93,6 +111,8 @@ def run(args, languages) -> None:
             subsets[f"{name}_{lang}"] = by_language[lang]
             reports[f"{name}_{lang}"] = {"kept": len(by_language[lang])}
 
+    raw = os.path.join(args.out_dir, "raw")
+    os.makedirs(raw, exist_ok=True)
     # fairseq-preprocess names extra subsets valid1, valid2, ...: write them in language order, rename after.
     fairseq_names = {"train": "train"}
     for name in ("valid", "test"):
@@ -101,7 +121,8 @@ def run(args, languages) -> None:
     for subset, examples in subsets.items():
         split = fairseq_names[subset]
         for k in range(2):
-            write_lines(os.path.join(raw, f"{split}.input{k}"), [pieces(inputs[k]) for inputs, _ in examples])
+            write_lines(os.path.join(raw, f"{split}.input{k}"),
+                        pieces([inputs[k] for inputs, _ in examples], f"sentencepiece {subset}.input{k}"))
         write_lines(os.path.join(raw, f"{split}.label"), [label for _, label in examples])
     splits = list(fairseq_names.values())
     for k in range(2):
