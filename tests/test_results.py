@@ -20,8 +20,8 @@ from fairseq_r3f.logs import read_json_log
 from fairseq_r3f.runs import METHOD_NEEDS
 
 
-def log_line(tag, values):
-    return f"2026-01-01 00:00:00 | INFO | {tag} | " + json.dumps({k: str(v) for k, v in values.items()})
+def log_line(tag, values, time="00:00:00"):
+    return f"2026-01-01 {time} | INFO | {tag} | " + json.dumps({k: str(v) for k, v in values.items()})
 
 
 def identity_of(method, seed):
@@ -35,7 +35,7 @@ def valid_lines(rounds, start=1):
     """rounds: [{subset: {metric: value}}] in validation order, at 10 x start, 10 x (start + 1), ... updates."""
     lines = []
     for k, round_ in enumerate(rounds, start=start):
-        lines.append(log_line("train_inner", {"epoch": 1, "loss": 0.7, "num_updates": 10 * k, "wall": 3 * k}))
+        lines.append(log_line("train_inner", {"epoch": 1, "loss": 0.7, "num_updates": 10 * k}))
         for subset, metrics in round_.items():
             lines.append(log_line(subset, {f"{subset}_{m}": v for m, v in metrics.items()}
                                   | {f"{subset}_num_updates": 10 * k, f"{subset}_loss": 0.5}))
@@ -61,10 +61,11 @@ def test_best_round_is_chosen_by_the_first_metric_and_the_second_comes_from_the_
     folder = write_run(tmp_path, "MNLI", "r3f", "lambda1.0_uniform", 1, [
         {"valid": {"accuracy": 80.0}, "valid1": {"accuracy": 85.0}},
         {"valid": {"accuracy": 82.5}, "valid1": {"accuracy": 81.0}},  # best matched: mismatched 81, not 85
-        {"valid": {"accuracy": 82.5}, "valid1": {"accuracy": 90.0}},  # a tie keeps the earlier, as fairseq does
+        {"valid": {"accuracy": 82.5}, "valid1": {"accuracy": 90.0}},  # fairseq's checkpoint_best takes a tie
+        {"valid": {"accuracy": 82.0}, "valid1": {"accuracy": 95.0}},
     ])
     records = read_json_log(open(os.path.join(folder, "train.log")).read())
-    assert best_validation(records, GLUE_COLUMNS["MNLI"][1]) == [82.5, 81.0]
+    assert best_validation(records, GLUE_COLUMNS["MNLI"][1]) == [82.5, 90.0]
     folder = write_run(tmp_path, "QQP", "std", "default", 1, [
         {"valid": {"accuracy": 90.0, "f1": 88.0}}, {"valid": {"accuracy": 91.0, "f1": 87.0}}])
     records = read_json_log(open(os.path.join(folder, "train.log")).read())
@@ -165,14 +166,23 @@ def test_only_the_trajectory_of_the_final_checkpoint_is_read(tmp_path, capsys):
     assert [r["valid_accuracy"] for r in records["valid"]] == [50.0]
 
 
-def test_a_clock_that_restarted_on_resume_is_continued():
-    first = [log_line("train_inner", {"num_updates": u, "wall": w}) for u, w in ((10, 30), (20, 60), (30, 90))]
-    second = [log_line("train_inner", {"num_updates": u, "wall": w}) for u, w in ((30, 5), (40, 35))]
-    records = final_trajectory("\n".join([START] + first + [START, loaded(20)] + second))
-    assert [r["wall"] for r in records["train_inner"]] == [30, 60, 65, 95]
-    continued = [log_line("train_inner", {"num_updates": u, "wall": w}) for u, w in ((30, 64), (40, 94))]
-    records = final_trajectory("\n".join([START] + first + [START, loaded(20)] + continued))
-    assert [r["wall"] for r in records["train_inner"]] == [30, 60, 64, 94]  # fairseq's own clock, kept
+def test_seconds_to_best_count_every_launch_of_the_trajectory(tmp_path):
+    def launch(first, rounds):  # (time, updates, accuracy)
+        lines = [START, log_line("fairseq_cli.train", {}, first).split(" | {")[0] + " | start-up"]
+        for time, updates, accuracy in rounds:
+            lines.append(log_line("valid", {"valid_accuracy": accuracy, "valid_num_updates": updates}, time))
+        return lines
+
+    first = launch("10:00:00", [("10:01:00", 10, 60.0), ("10:02:00", 20, 70.0), ("10:03:00", 30, 99.0)])
+    first[1] += " fairseq.trainer | No existing checkpoint found x/checkpoint_last.pt"
+    second = launch("11:00:00", [("11:00:30", 30, 65.0), ("11:01:30", 40, 80.0)])
+    second[1] += " " + loaded(20)
+    log = first + [START, "Traceback: failed at start-up"] + second
+    write_run(tmp_path, "RTE", "r3f", "c", 1, None, log=log)
+    assert main(["glue", str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    rows = (tmp_path / "out" / "runs.tsv").read_text().splitlines()
+    assert rows[1].split("\t")[4:7] == ["80.0", "-", str(120 + 90)]  # 2 min to update 20, then 1.5 min
+    assert "| R3F | 210 (210-210, n=1) |" in (tmp_path / "out" / "figure1.md").read_text()
 
 
 def test_mislabelled_runs_stop_the_tables_and_runs_without_identity_are_counted(tmp_path, capsys):

@@ -40,10 +40,11 @@ glue
     ``--``; fairseq keeps checkpoint_best.pt by the first subset, so the default tables are unchanged.
 
     Figure 1 (figure1.md, figure1.png): per task and method, the wall-clock seconds to each run's best
-    checkpoint (the paper's definition), over the runs of the configuration shown in Table 2. The time is
-    fairseq's ``wall`` meter of the last training record at or before the best round's update; fairseq saves
-    the meter in the checkpoint, so a resumed run continues its clock (a launch whose clock restarted, e.g.
-    under --reset-meters, is shifted to continue the earlier one). fairseq rounds it to whole seconds.
+    checkpoint (the paper's definition), over the runs of the configuration shown in Table 2: from the first
+    line fairseq logged to the best round's validation record, by the time stamps of fairseq's log lines
+    (whole seconds), start-up included; for a resumed run each earlier launch counts up to its last record
+    at or before the update the next launch resumed from. fairseq's own ``wall`` meter is not used: it does
+    not survive a resume (it reads 0 for the whole launch after a mid-epoch resume).
 
     Also written: runs.tsv (every run, with its noise_kept and seconds to best), results.json, figure2.png
     (the distribution over seeds per method, as Figure 2).
@@ -62,6 +63,7 @@ xnli
 """
 
 import argparse
+import datetime
 import json
 import logging
 import math
@@ -95,8 +97,10 @@ HALVES = {"first": ("a", "b"), "second": ("b", "a")}  # --select-on-half: (selec
 LAUNCH_LINE = re.compile(r"^# \S+ start\s*$")
 RESUMED_LINE = re.compile(r"Loaded checkpoint .* \(epoch \d+ @ (\d+) updates\)")
 FRESH_LINE = "No existing checkpoint found"
-# fairseq's wall-clock meter: "wall" in train_inner records, "train_wall" in the end-of-epoch train record.
-WALL_KEYS = {"train_inner": "wall", "train": "train_wall"}
+# fairseq's log lines start with the local time, "%Y-%m-%d %H:%M:%S" (fairseq_cli/train.py).
+LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) \| ")
+# The key each record gets: seconds since the start of the run, over the launches of its final trajectory.
+ELAPSED = "elapsed"
 
 
 class ResultsError(Exception):
@@ -114,7 +118,8 @@ def record_updates(tag: str, record: Dict) -> Optional[float]:
 def launches(text: str) -> List[Tuple[Optional[int], Dict[str, List[Dict]]]]:
     """A train.log split at its ``# <time> start`` lines: per launch, the update it started from (fairseq's
     "Loaded checkpoint ... @ U updates", 0 for "No existing checkpoint found", None if it says neither) and its
-    records by tag. Text before the first start line (a log without them) is a launch too."""
+    records by tag, each with ELAPSED: seconds since the launch's first timestamped line. Text before the first
+    start line (a log without them) is a launch too."""
     blocks: List[List[str]] = [[]]
     for line in text.splitlines():
         if LAUNCH_LINE.match(line):
@@ -125,20 +130,32 @@ def launches(text: str) -> List[Tuple[Optional[int], Dict[str, List[Dict]]]]:
         blocks.pop(0)
     result = []
     for lines in blocks:
-        start = None
+        start, first_time = None, None
+        records: Dict[str, List[Dict]] = {}
         for line in lines:
             resumed = RESUMED_LINE.search(line)
-            if resumed or FRESH_LINE in line:
+            if start is None and (resumed or FRESH_LINE in line):
                 start = int(resumed.group(1)) if resumed else 0
-                break
-        result.append((start, read_json_log("\n".join(lines))))
+            stamp = LOG_TIME.match(line)
+            when = datetime.datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S") if stamp else None
+            if first_time is None:
+                first_time = when
+            for tag, found in read_json_log(line).items():
+                for record in found:
+                    record[ELAPSED] = (when - first_time).total_seconds() if when and first_time else None
+                    records.setdefault(tag, []).append(record)
+        result.append((start, records))
     return result
 
 
 def final_trajectory(text: str) -> Dict[str, List[Dict]]:
     """The records of train.log that lead to the run's last checkpoint: the last launch, and before it each
     earlier launch up to the update the next one resumed from, back to the launch that started from 0.
-    A launch that logged nothing and never reached a checkpoint (it failed at start-up) is skipped."""
+    A launch that logged nothing and never reached a checkpoint (it failed at start-up) is skipped.
+
+    Each record's ELAPSED becomes the seconds since the run started, counting each earlier launch up to its
+    last kept record. (fairseq's own "wall" meter does not survive a resume: it reads 0 for the whole launch
+    after a mid-epoch resume, and restarts after one at an epoch boundary.)"""
     kept = []
     limit = math.inf
     for start, records in reversed(launches(text)):
@@ -149,17 +166,13 @@ def final_trajectory(text: str) -> Dict[str, List[Dict]]:
             break
         limit = start
     merged: Dict[str, List[Dict]] = {}
-    clock = 0.0
+    before = 0.0  # seconds spent in the earlier launches of the trajectory
     for records in reversed(kept):
-        walls = [r[key] for tag, key in WALL_KEYS.items() for r in records.get(tag, [])
-                 if isinstance(r.get(key), float)]
-        shift = clock if walls and min(walls) < clock else 0.0  # this launch's clock restarted from 0
         for tag, rs in records.items():
-            if shift and tag in WALL_KEYS:
-                rs = [{**r, WALL_KEYS[tag]: r[WALL_KEYS[tag]] + shift} if isinstance(r.get(WALL_KEYS[tag]), float)
-                      else r for r in rs]
-            merged.setdefault(tag, []).extend(rs)
-        clock = max([clock] + [w + shift for w in walls])
+            merged.setdefault(tag, []).extend(
+                {**r, ELAPSED: None if r[ELAPSED] is None else before + r[ELAPSED]} for r in rs)
+        times = [r[ELAPSED] for rs in records.values() for r in rs if r[ELAPSED] is not None]
+        before += max(times, default=0.0)
     return merged
 
 
@@ -168,26 +181,28 @@ class Round:
     score: float  # the selection metric's value
     values: List[float]  # the reported metrics at that round (NaN where not logged)
     updates: Optional[float]
+    elapsed: Optional[float]  # seconds since the run started (final_trajectory), when the round was logged
 
 
 def best_round(records: Dict[str, List[Dict]], select: Tuple[str, str],
                report: Sequence[Tuple[str, str]]) -> Optional[Round]:
-    """The validation round where ``select`` (subset, metric) is highest (the first of equal rounds, as fairseq
-    keeps), with the ``report`` metrics logged at that same round; None when there is no round.
+    """The validation round where ``select`` (subset, metric) is highest (the last of equal rounds: fairseq's
+    checkpoint_best.pt is replaced by an equal score), with the ``report`` metrics logged at that same round;
+    None when there is no round.
 
     Subset s's metric m is logged under tag s as key "s_m", with "s_num_updates" telling the round."""
     subset, metric = select
     rounds = [r for r in records.get(subset, []) if isinstance(r.get(f"{subset}_{metric}"), float)]
     if not rounds:
         return None
-    best = max(rounds, key=lambda r: r[f"{subset}_{metric}"])
+    best = max(reversed(rounds), key=lambda r: r[f"{subset}_{metric}"])  # the last of equal rounds
     updates = best.get(f"{subset}_num_updates")
     values = []
     for other_subset, other_metric in report:
         same_round = [r for r in records.get(other_subset, []) if r.get(f"{other_subset}_num_updates") == updates]
         value = same_round[0].get(f"{other_subset}_{other_metric}") if same_round else None
         values.append(value if isinstance(value, float) else float("nan"))
-    return Round(best[f"{subset}_{metric}"], values, updates)
+    return Round(best[f"{subset}_{metric}"], values, updates, best.get(ELAPSED))
 
 
 def best_validation(records: Dict[str, List[Dict]], metrics: Sequence[Tuple[str, str]]) -> Optional[List[float]]:
@@ -205,15 +220,6 @@ def columns(task: str, half: Optional[str]) -> Tuple[Tuple[str, str], List[Tuple
     subset = metrics[0][0]
     return ((f"{subset}_{select_on}", metrics[0][1]),
             [(f"{s}_{report_on}" if s == subset else s, m) for s, m in metrics])
-
-
-def wall_at(records: Dict[str, List[Dict]], updates: Optional[float]) -> Optional[float]:
-    """fairseq's wall clock at the last training record logged at or before ``updates``."""
-    if updates is None:
-        return None
-    walls = [r[key] for tag, key in WALL_KEYS.items() for r in records.get(tag, [])
-             if isinstance(r.get(key), float) and (record_updates(tag, r) or 0) <= updates]
-    return max(walls) if walls else None
 
 
 def mean_noise_kept(records: Dict[str, List[Dict]]) -> Optional[float]:
@@ -271,7 +277,7 @@ def collect_runs(root: str, half: Optional[str] = None) -> List[Dict]:
             found_round = best_round(records, select, report)
             if found_round is not None:
                 run.update(values=found_round.values, score=found_round.score,
-                           seconds_to_best=wall_at(records, found_round.updates))
+                           seconds_to_best=found_round.elapsed)
             run["noise_kept"] = mean_noise_kept(records)
         found.append(run)
     if other_tasks:
