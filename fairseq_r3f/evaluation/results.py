@@ -37,7 +37,7 @@ glue
     mismatched number is reported on the whole of ``valid1`` (it is never used for selection). To have the
     halves, split the dev set once with ``split-dev`` and let fairseq-train validate on them too: pass
     ``--valid-subset valid,valid_a,valid_b`` (MNLI: ``valid,valid1,valid_a,valid_b``) to recipes/glue.sh after
-    ``--``; fairseq keeps checkpoint_best.pt by the first subset, so the default tables are unchanged.
+    METHOD; fairseq keeps checkpoint_best.pt by the first subset, so the default tables are unchanged.
 
     Figure 1 (figure1.md, figure1.png): per task and method, the wall-clock seconds to each run's best
     checkpoint (the paper's definition), over the runs of the configuration shown in Table 2: from the first
@@ -638,17 +638,18 @@ def main(argv=None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__,
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    glue = commands.add_parser("glue", help="Table 2 and Figures 1 and 2 from a folder of recipes/glue.sh runs")
+    documented = {"epilog": __doc__, "formatter_class": argparse.RawDescriptionHelpFormatter}
+    glue = commands.add_parser("glue", **documented, help="Table 2 and Figures 1 and 2 from a folder of recipes/glue.sh runs")
     glue.add_argument("runs", help="the SAVE_ROOT of recipes/glue.sh (searched recursively)")
     glue.add_argument("--out", help="where to write the tables and figures (default: RUNS)")
     glue.add_argument("--select-on-half", choices=sorted(HALVES),
                       help="select configurations, seeds and checkpoints on this half of the dev set (valid_a for "
                            "first, valid_b for second) and report the other half (see split-dev)")
-    split = commands.add_parser("split-dev", help="write the two halves of a dev subset for --select-on-half")
+    split = commands.add_parser("split-dev", **documented, help="write the two halves of a dev subset for --select-on-half")
     split.add_argument("data", help="a binarised sentence-prediction folder (input0/, [input1/,] label/)")
     split.add_argument("--subset", default="valid", help="the subset to split (default: valid)")
     split.add_argument("--seed", type=int, default=0, help="seed of the shuffle that assigns examples to halves")
-    xnli = commands.add_parser("xnli", help="Table 3 for one or more checkpoints")
+    xnli = commands.add_parser("xnli", **documented, help="Table 3 for one or more checkpoints")
     xnli.add_argument("--data", required=True, help="the output folder of preprocess/xnli.py")
     xnli.add_argument("--checkpoint", required=True, action="append", help="a checkpoint; repeat to average runs")
     xnli.add_argument("--split", default="test", choices=["test", "valid"])
