@@ -639,13 +639,15 @@ def main(argv=None) -> int:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     documented = {"epilog": __doc__, "formatter_class": argparse.RawDescriptionHelpFormatter}
-    glue = commands.add_parser("glue", **documented, help="Table 2 and Figures 1 and 2 from a folder of recipes/glue.sh runs")
+    glue = commands.add_parser("glue", **documented,
+                               help="Table 2 and Figures 1 and 2 from a folder of recipes/glue.sh runs")
     glue.add_argument("runs", help="the SAVE_ROOT of recipes/glue.sh (searched recursively)")
     glue.add_argument("--out", help="where to write the tables and figures (default: RUNS)")
     glue.add_argument("--select-on-half", choices=sorted(HALVES),
                       help="select configurations, seeds and checkpoints on this half of the dev set (valid_a for "
                            "first, valid_b for second) and report the other half (see split-dev)")
-    split = commands.add_parser("split-dev", **documented, help="write the two halves of a dev subset for --select-on-half")
+    split = commands.add_parser("split-dev", **documented,
+                                help="write the two halves of a dev subset for --select-on-half")
     split.add_argument("data", help="a binarised sentence-prediction folder (input0/, [input1/,] label/)")
     split.add_argument("--subset", default="valid", help="the subset to split (default: valid)")
     split.add_argument("--seed", type=int, default=0, help="seed of the shuffle that assigns examples to halves")
