@@ -150,11 +150,17 @@ class EmbeddingBall:
         return self.project(torch.randn(shape, device=device) * scale)
 
     def uniform_start(self, shape, device, magnitude: float) -> torch.Tensor:
-        """FreeLB's start: uniform, of L2 norm ``magnitude`` per sentence (L2) or in [-magnitude, magnitude]
-        per entry (L-infinity), projected."""
+        """FreeLB's start as its published code draws it: U(-1, 1) on every real-token entry, times
+        ``magnitude / sqrt(L x d)`` for a sentence of L real tokens and embeddings of size d (L2), whose norm
+        is about magnitude / sqrt(3) and never above magnitude; or U(-magnitude, magnitude) per entry
+        (L-infinity). Projected onto the ball (which changes nothing when magnitude <= radius). A magnitude
+        of 0 draws nothing, so the random stream (dropout's) moves as without a start."""
+        if magnitude == 0:
+            return torch.zeros(shape, device=device)
         delta = torch.empty(shape, device=device).uniform_(-1, 1) * self.keep
         if self.norm == "l2":
-            delta = delta * (magnitude / self.sentence_norms(delta).clamp_min(1e-20))
+            entries = self.keep.sum(dim=(1, 2), keepdim=True) * shape[-1]  # B x 1 x 1: L x d
+            delta = delta * (magnitude / entries.clamp_min(1).sqrt())
         else:
             delta = delta * magnitude
         return self.project(delta)

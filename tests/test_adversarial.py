@@ -87,8 +87,9 @@ def logits(model, sample):
     return model(**sample["net_input"], features_only=True, classification_head_name="sentence_classification_head")[0]
 
 
-def random_deltas(ball, shape, radius, n):
-    return [ball.uniform_start(shape, "cpu", radius) for _ in range(n)]
+def random_deltas(ball, shape, n):
+    """Uniform noise projected onto the sphere of the ball: norm exactly its radius, sentence by sentence."""
+    return [ball.project(torch.empty(shape).uniform_(-1, 1)) for _ in range(n)]
 
 
 # small against the tiny model's token embeddings (norm ~0.5 each), where the KL is still about quadratic in
@@ -114,7 +115,7 @@ def test_smart_perturbation_beats_random_noise_of_same_norm(toy_task, tmp_path, 
         adversarial = criterion.perturbed_logits(model, sample, delta)
         adversarial_kl = symmetric_kl(clean, adversarial).item()
         random_kls = [symmetric_kl(clean, criterion.perturbed_logits(model, sample, d)).item()
-                      for d in random_deltas(ball, delta.shape, RADIUS, 5)]
+                      for d in random_deltas(ball, delta.shape, 5)]
     assert max(random_kls) > 0
     assert adversarial_kl > 10 * max(random_kls), (adversarial_kl, random_kls)
 
@@ -131,11 +132,11 @@ class RecordingOptimizer:
 
 
 def test_freelb_perturbation_beats_random_noise_of_same_norm(toy_task, tmp_path):
-    # the random start has norm exactly RADIUS (init mag = max norm), and a step of 100 lands every later
-    # delta back on the sphere: pass 0 is random noise, pass K the adversarial point, both at norm RADIUS
+    # a random start of 100 x RADIUS is projected onto the sphere of radius RADIUS, and a step of 100 lands
+    # every later delta back on it: pass 0 is random noise, pass K the adversarial point, both at norm RADIUS
     task, model, criterion, sample = build(
         toy_task, tmp_path, "sentence_prediction_freelb", *FREELB, "--freelb-steps", "2",
-        "--freelb-init-mag", str(RADIUS), "--freelb-max-norm", str(RADIUS), "--freelb-step-size", "100")
+        "--freelb-init-mag", str(100 * RADIUS), "--freelb-max-norm", str(RADIUS), "--freelb-step-size", "100")
     torch.manual_seed(0)
     optimizer = RecordingOptimizer()
     loss, sample_size, log = criterion.adversarial_train_step(model, sample, optimizer)
@@ -165,6 +166,61 @@ def test_freelb_averages_gradients_over_passes(toy_task, tmp_path):
         assert (freelb_grad is None) == (p.grad is None)
         if freelb_grad is not None:
             torch.testing.assert_close(freelb_grad, p.grad, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("fresh", [False, True])
+def test_freelb_passes_share_the_first_passs_dropout_masks(toy_task, tmp_path, fresh):
+    """With a zero start and a zero step every pass sees the clean input, so under dropout 0.1 the K + 1
+    losses are equal exactly when the masks are shared, and differ when each pass draws its own."""
+    _, model, criterion, sample = build(
+        toy_task, tmp_path, "sentence_prediction_freelb", *FREELB, "--freelb-steps", "3",
+        "--freelb-step-size", "0", "--freelb-init-mag", "0", "--dropout", "0.1", "--attention-dropout", "0.1",
+        *(["--freelb-fresh-dropout"] if fresh else []))
+    model.train()
+    optimizer = RecordingOptimizer()
+    criterion.adversarial_train_step(model, sample, optimizer)
+    assert len(optimizer.losses) == 4
+    if fresh:
+        assert len(set(optimizer.losses)) == 4, optimizer.losses
+    else:
+        assert len(set(optimizer.losses)) == 1, optimizer.losses
+        model.zero_grad()
+        eval_loss = 4 * optimizer.losses[0]
+        assert eval_loss != pytest.approx(SentencePredictionCriterion.forward(criterion, model.eval(), sample)[0]
+                                          .item(), rel=1e-6)  # dropout was on: the shared masks are real masks
+
+
+def test_freelb_with_shared_masks_and_no_perturbation_is_standard_fine_tuning(toy_task, tmp_path, standard_run):
+    """Through fairseq-train, dropout on: with shared masks, a zero start and a zero step the K + 1 passes are
+    one pass repeated (adv_loss, the last pass, equals the mean over the passes), the update averages K + 1
+    equal gradients, and the random stream moves as far as one pass's: standard fine-tuning, up to rounding.
+    With fresh masks the passes differ."""
+    zero = [*FREELB, "--freelb-steps", "2", "--freelb-init-mag", "0", "--freelb-step-size", "0"]
+    _, shared = run_fairseq("train", train_args(toy_task, str(tmp_path / "shared"), "--no-save", *zero,
+                                                criterion="sentence_prediction_freelb"))
+    records = shared["train_inner"]
+    assert len(records) == 10 and all(float(r["adv_loss"]) == float(r["loss"]) for r in records)
+    assert [float(r["loss"]) for r in records] == pytest.approx([float(loss) for loss, _, _ in standard_run],
+                                                                abs=2e-3)
+    _, fresh = run_fairseq("train", train_args(toy_task, str(tmp_path / "fresh"), "--no-save", *zero,
+                                               "--freelb-fresh-dropout", criterion="sentence_prediction_freelb"))
+    assert any(float(r["adv_loss"]) != float(r["loss"]) for r in fresh["train_inner"])
+
+
+def test_freelb_random_start_is_the_published_one():
+    """U(-1, 1) x mag / sqrt(L x d) on the L real tokens of each sentence: norm about mag / sqrt(3), never
+    above mag, whatever the sentence's length; padding untouched."""
+    torch.manual_seed(0)
+    lengths = torch.randint(1, 40, (4000,))
+    keep = torch.arange(40).unsqueeze(0) < lengths.unsqueeze(1)
+    ball = EmbeddingBall("l2", math.inf, keep)
+    delta = ball.uniform_start((4000, 40, 16), "cpu", 0.6)
+    norms = ball.sentence_norms(delta).flatten()
+    assert norms.mean().item() == pytest.approx(0.6 / math.sqrt(3), rel=0.01)
+    assert norms.max().item() <= 0.6
+    short, long = norms[lengths <= 5], norms[lengths >= 30]
+    assert short.mean().item() == pytest.approx(long.mean().item(), rel=0.03)  # scaled by each one's length
+    assert (delta[~keep] == 0).all()
 
 
 @pytest.mark.parametrize("norm", ["l2", "linf"])

@@ -3,15 +3,23 @@ the weight gradients of every ascent step accumulated, "for free", into the upda
 
 One update with K ascent steps runs K + 1 forward-backward passes. Pass t computes the task loss at
 x + delta_t and back-propagates loss / (K + 1) into the weights and into delta_t; delta_{t+1} is delta_t plus
-a normalised step along that gradient, projected onto the max-norm ball. delta_0 is a random start of the
-initial magnitude. The update therefore uses the average gradient over K + 1 points of the adversarial path.
+a normalised step along that gradient, projected onto the max-norm ball. The update therefore uses the
+average gradient over K + 1 points of the adversarial path.
+
+As in both published FreeLB codes (fairseq-RoBERTa fork and HuggingFace script): delta_0 is U(-1, 1) per
+real-token entry times init_mag / sqrt(L x d) (perturb.EmbeddingBall.uniform_start), and every pass reuses
+the dropout masks of the first (``--freelb-fresh-dropout`` draws new ones for each pass, as the paper's
+algorithm reads). The masks are shared by replaying the random stream: dropout draws its masks from torch's
+CPU and CUDA generators in the order the forward reaches each module, and the passes differ only in delta,
+which draws nothing and changes no shape, so a pass started from the first pass's generator state draws
+exactly the first pass's masks (LayerDrop's choices too).
 
 Because FreeLB calls backward itself (K + 1 times, each through fairseq's optimizer so fp16 loss scaling
 applies), it needs the task to hand it the training step: use it with ``--task sentence_prediction_freelb``
 (fairseq_r3f/tasks/freelb.py), which is ``sentence_prediction`` otherwise.
 
-Counting: the FreeLB fork's ``--adv-steps N`` runs N passes, i.e. ``--freelb-steps N-1`` here; K counts ascent
-steps as in Table 1 of the R3F paper (1 + S forward and backward passes).
+Counting: K counts ascent steps, as in Table 1 of the R3F paper (1 + S forward and backward passes) and as
+the fork's ``--adv-steps K`` does; the HuggingFace script's ``--adv-steps N`` counts passes, i.e. K = N - 1.
 """
 
 import contextlib
@@ -35,7 +43,7 @@ class SentencePredictionFreeLBConfig(SentencePredictionConfig):
         default=2,
         metadata={
             "help": "K, adversarial ascent steps per update: K + 1 forward-backward passes (the FreeLB "
-            "fork's --adv-steps 3 is K = 2); 0 is standard fine-tuning"
+            "fairseq fork's --adv-steps K; the HuggingFace script's --adv-steps K+1); 0 is standard fine-tuning"
         },
     )
     freelb_step_size: float = field(
@@ -43,18 +51,44 @@ class SentencePredictionFreeLBConfig(SentencePredictionConfig):
     )
     freelb_init_mag: float = field(
         default=1e-1,
-        metadata={"help": "magnitude of the random start delta_0 (--adv-init-mag); 0 starts from the clean input"},
+        metadata={
+            "help": "magnitude of the random start delta_0: U(-1, 1) x mag / sqrt(L x d) per sentence of L tokens "
+            "(the fork's --rand-init-mag, the HuggingFace script's --adv-init-mag); 0 starts from the clean input"
+        },
     )
     freelb_max_norm: float = field(
         default=math.inf,
         metadata={
-            "help": "radius of the ball delta is projected onto, per sentence (--adv-max-norm); inf = "
-            "unconstrained (the fork's 0), and 0 here means no perturbation: standard fine-tuning"
+            "help": "radius of the ball delta is projected onto, per sentence (the fork's --max-norm, the "
+            "HuggingFace script's --adv-max-norm); inf = unconstrained (their 0), and 0 here means no "
+            "perturbation: standard fine-tuning"
         },
     )
     freelb_norm: ChoiceEnum(NORMS) = field(
         default="l2", metadata={"help": "norm of the ball, the random start and the gradient normalisation"}
     )
+    freelb_fresh_dropout: bool = field(
+        default=False,
+        metadata={
+            "help": "draw new dropout masks on each of the K + 1 passes; by default every pass reuses the first "
+            "pass's masks, as both published FreeLB codes do"
+        },
+    )
+
+
+class RandomStreams:
+    """Torch's CPU generator and the CUDA generator of ``device``, saved at construction; :meth:`replay`
+    sets them back, so that what runs next draws the same random numbers again."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.cpu = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+    def replay(self) -> None:
+        torch.set_rng_state(self.cpu)
+        if self.cuda is not None:
+            torch.cuda.set_rng_state(self.cuda, self.device)
 
 
 @register_criterion("sentence_prediction_freelb", dataclass=SentencePredictionFreeLBConfig)
@@ -76,6 +110,7 @@ class SentencePredictionFreeLBCriterion(SentencePredictionCriterion):
         self.init_mag = cfg.freelb_init_mag
         self.max_norm = cfg.freelb_max_norm
         self.norm = str(cfg.freelb_norm)
+        self.fresh_dropout = cfg.freelb_fresh_dropout
 
     @property
     def enabled(self) -> bool:
@@ -85,11 +120,15 @@ class SentencePredictionFreeLBCriterion(SentencePredictionCriterion):
         """K + 1 forward-backward passes; returns what FairseqTask.train_step returns. The logged accuracy
         is that of the first pass (at the random start); the logged loss is the mean over the passes (what
         the update descends), ``adv_loss`` the loss of the last pass."""
+        device = sample["net_input"]["src_tokens"].device
         ball, shape = embedding_ball(model, sample, self.norm, self.max_norm)
-        delta = ball.uniform_start(shape, sample["net_input"]["src_tokens"].device, self.init_mag)
+        delta = ball.uniform_start(shape, device, self.init_mag)
+        first_pass_randomness = None if self.fresh_dropout else RandomStreams(device)
         passes = self.steps + 1
         total, logging_output = 0.0, None
         for t in range(passes):
+            if t > 0 and first_pass_randomness is not None:
+                first_pass_randomness.replay()  # the first pass's dropout masks
             delta.requires_grad_(True)
             # under DDP, gradients are all-reduced once, after the last pass
             last = t == passes - 1
