@@ -27,6 +27,7 @@ import csv
 import json
 import multiprocessing
 import os
+import pickle
 import re
 import shlex
 import subprocess
@@ -152,9 +153,12 @@ def checkpoint_positions(checkpoint: str) -> Tuple[int, int]:
     import fairseq_r3f  # noqa: F401 (allows the fairseq classes a checkpoint's configuration holds)
 
     try:
-        state = torch.load(checkpoint, map_location="cpu", mmap=True)
-    except RuntimeError:  # a checkpoint in torch's legacy (not zip) format cannot be memory-mapped
-        state = torch.load(checkpoint, map_location="cpu")
+        try:
+            state = torch.load(checkpoint, map_location="cpu", mmap=True)
+        except (RuntimeError, ValueError):  # torch's legacy (not zip) format cannot be memory-mapped
+            state = torch.load(checkpoint, map_location="cpu")
+    except pickle.UnpicklingError as error:
+        raise DataError(f"--checkpoint {checkpoint}: torch refuses to load it ({str(error).splitlines()[0]})") from None
     cfg = state.get("cfg")
     sections = [cfg.get("model"), cfg.get("task")] if isinstance(cfg, dict) else [vars(state.get("args") or {})]
     for section in sections:

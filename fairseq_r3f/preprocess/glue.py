@@ -11,7 +11,8 @@ scores divided by 5 as text, which is how fairseq reads regression targets), and
 of rows read, kept and found malformed per split.
 
 Columns are found by their header names where a file has a header (every file but CoLA's train/dev), so a
-row is kept only when it has exactly the header's number of fields and a label from the task's label set;
+row is kept only when it is UTF-8, has exactly the header's number of fields and a label from the task's label
+set (STS-B: a finite score in [0, 5]);
 any other row is counted, listed in report.json and dropped as a whole, so inputs and labels stay aligned.
 More than --max-malformed-fraction malformed rows in a split stops the run (a wrong or damaged file).
 
