@@ -1,4 +1,9 @@
-"""Shared fixtures: the built-in toy task, binarised once per session, and a runner for fairseq's CLIs."""
+"""Shared fixtures: the built-in toy task, binarised once per session, and a runner for fairseq's CLIs.
+
+Also the test tiers. ``make test-fast`` runs ``pytest -m "not slow"``: unit and property tests that run in the
+test process (they may use the binarised toy task). Tests marked ``slow`` are end-to-end: they start fairseq's
+console scripts, a recipe or one of the plugin's tools in a subprocess. ``make test`` runs both.
+"""
 
 import os
 import subprocess
@@ -82,3 +87,83 @@ def first_batch(task, split="valid", max_sentences=16):
     task.load_dataset(split)
     dataset = task.dataset(split)
     return dataset.collater([dataset[i] for i in range(min(max_sentences, len(dataset)))])
+
+
+# -- test tiers ---------------------------------------------------------------------------------------------------
+
+# Modules whose tests start processes (fairseq-train, fairseq-hydra-train, recipes, python -m tools): every test
+# in them is marked slow, except the in-process ones named in IN_PROCESS_TESTS. Tests of other modules run in the
+# fast tier; a new module of end-to-end tests belongs here.
+END_TO_END_MODULES = {
+    "test_adversarial", "test_benchmark", "test_demo", "test_export", "test_glue_recipes", "test_hydra",
+    "test_install", "test_option_checks", "test_options_help", "test_packaging", "test_preprocess_data",
+    "test_probing", "test_probing_runs", "test_r4f_and_checkpoints", "test_results_runs", "test_rouge", "test_runs",
+    "test_sentence_prediction_r3f", "test_summarization_pipeline", "test_translation", "test_xnli",
+}
+IN_PROCESS_TESTS = {
+    "test_adversarial": {
+        "test_smart_perturbation_beats_random_noise_of_same_norm",
+        "test_freelb_perturbation_beats_random_noise_of_same_norm", "test_freelb_averages_gradients_over_passes",
+        "test_freelb_passes_share_the_first_passs_dropout_masks",
+        "test_freelb_random_start_is_the_published_one", "test_embedding_ball_projects_and_masks",
+    },
+    "test_benchmark": {"test_methods_must_start_with_std_and_be_known"},
+    "test_glue_recipes": {
+        "test_hparams_match_papers_tables_5_and_6", "test_one_sentence_prediction_command_for_glue_and_xnli",
+    },
+    "test_hydra": {
+        "test_there_is_a_config_for_every_glue_task_and_method_xnli_and_summarization_dataset",
+        "test_glue_configs_hold_the_tables_values", "test_the_rte_configs_say_what_the_papers_tables_say",
+        "test_xnli_configs_hold_the_tables_values", "test_summarization_configs_hold_the_tables_values",
+        "test_the_configs_are_what_the_tables_give_now", "test_a_stale_config_is_named",
+    },
+    "test_install": {
+        "test_installing_the_plugin_never_pulls_fairseq_or_torch", "test_ci_runs_the_readme_test_command",
+        "test_run_logged_keeps_the_output_in_the_log_and_shows_only_its_tail_on_failure",
+    },
+    "test_option_checks": {"test_the_options_are_found"},
+    "test_options_help": {"test_the_plugin_registers_its_components", "test_every_option_the_plugin_adds_has_help"},
+    "test_packaging": {
+        "test_the_version_is_written_once", "test_no_module_reaches_outside_the_package_through_its_own_path",
+        "test_the_test_tiers_name_tests_that_exist",
+    },
+    "test_probing": {
+        "test_best_metric_of_a_resumed_run_and_method_overrides", "test_figures_with_several_seeds_and_missing_points",
+    },
+    "test_probing_runs": {
+        "test_flags_that_change_the_method_are_refused", "test_numbers_that_are_not_finite_are_refused",
+        "test_tiny_mode_sets_the_tiny_cpu_model",
+    },
+    "test_runs": {"test_label_rules_for_the_other_methods"},
+    "test_sentence_prediction_r3f": {"test_a_model_without_the_named_head_is_refused"},
+    "test_translation": {"test_iwslt14_release_layout", "test_hypotheses_are_matched_by_sample_id"},
+}
+# A test of the fast tier that takes longer than this is named at the end of the run: mark it (list its module).
+FAST_TEST_BUDGET_S = 5.0
+
+
+def is_end_to_end(module: str, test: str) -> bool:
+    return module in END_TO_END_MODULES and test not in IN_PROCESS_TESTS.get(module, ())
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = os.path.splitext(os.path.basename(str(item.fspath)))[0]
+        if is_end_to_end(module, item.originalname):
+            item.add_marker(pytest.mark.slow)
+
+
+_slow_unmarked = []
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" and report.duration > FAST_TEST_BUDGET_S and "slow" not in report.keywords:
+        _slow_unmarked.append((report.nodeid, report.duration))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _slow_unmarked:
+        terminalreporter.section("tests over the fast tier's budget, not marked slow")
+        for nodeid, seconds in _slow_unmarked:
+            terminalreporter.write_line(f"{nodeid}: {seconds:.1f} s > {FAST_TEST_BUDGET_S:.0f} s: add its module to "
+                                        f"END_TO_END_MODULES in tests/conftest.py (or make it faster)")

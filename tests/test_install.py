@@ -50,8 +50,11 @@ def test_ci_runs_the_readme_test_command():
         readme = f.read()
     with open(os.path.join(REPO, ".ci", "run")) as f:
         ci = f.read()
+    with open(os.path.join(REPO, "Makefile")) as f:
+        makefile = f.read()
     assert "make test" in readme and "make demo" in readme
-    assert "make test" in ci
+    assert "make test" in ci and "make lint" in ci  # the suite and the linter
+    assert "ruff check ." in makefile and '-m "not slow"' in makefile  # make lint, make test-fast
 
 
 def test_importing_the_plugin_leaves_logging_alone_and_the_terminal_quiet():
