@@ -11,13 +11,13 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, TINY_ROBERTA, run_fairseq, train_args
+from conftest import REPO, run_fairseq, train_args
 from fairseq_r3f.tools import fairseq_command
 from fairseq_r3f.toy_data import write_toy_task
 
 HEADS = "classification_heads."
-TINY = [*TINY_ROBERTA, "--max-update", "4", "--total-num-update", "4", "--warmup-updates", "1", "--lr", "1e-3",
-        "--batch-size", "16", "--cpu", "--num-workers", "0", "--log-interval", "1"]
+# --tiny: the tiny CPU model for 4 updates; a learning rate and batch at which it learns something in 4.
+TINY = ["--tiny", "--", "--lr", "1e-3", "--batch-size", "16"]
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +138,18 @@ def test_probe_refuses_a_missing_or_mismatched_checkpoint(glue_root, tuned):
         _build("sentence_prediction_probe", [data, "--encoder-ffn-embed-dim", "48"], tuned[0])
 
 
+def test_probe_task_help_is_text_not_a_repr():
+    proc = subprocess.run([sys.executable, "-m", "fairseq_r3f", "sentence_prediction_probe"], capture_output=True,
+                          text=True, cwd=REPO, check=True)
+    text = " ".join(proc.stdout.split())
+    assert "SentencePredictionProbeConfig(" not in text and "= None" not in text
+    assert "frozen" in text and "linear" in text
+    assert "--probe-checkpoint PROBE_CHECKPOINT checkpoint whose model is probed" in text
+    from fairseq_r3f.tasks.probing import SentencePredictionProbeConfig
+
+    assert not SentencePredictionProbeConfig.__doc__.startswith("SentencePredictionProbeConfig(")  # the repr
+
+
 def run_driver(name, *args, env=None, check=True):
     proc = subprocess.run(
         [sys.executable, "-m", f"fairseq_r3f.probing.{name}", *map(str, args)], capture_output=True, text=True,
@@ -165,8 +177,8 @@ def assert_png(path):
 
 
 def test_dry_run_uses_the_paper_values_and_the_method_flags(tmp_path, glue_root):
-    from fairseq_r3f.probing.runner import Experiment
     from fairseq_r3f.probing.generalisation import build_parser
+    from fairseq_r3f.probing.runner import Experiment
 
     args = build_parser().parse_args(["--data-root", str(glue_root), "--work-dir", str(tmp_path), "--dry-run"])
     exp = Experiment("generalisation", args, ["--fp16"])
@@ -187,7 +199,7 @@ def test_dry_run_uses_the_paper_values_and_the_method_flags(tmp_path, glue_root)
 def test_generalisation_driver(tmp_path, glue_root, tuned):
     work = tmp_path / "work"
     run_in_process("generalisation", "--data-root", glue_root, "--work-dir", work, "--arch", "roberta_base",
-                   "--methods", "r4f", "--probe-tasks", "QNLI", "--pretrained", tuned[0], "--", *TINY)
+                   "--methods", "r4f", "--probe-tasks", "QNLI", "--pretrained", tuned[0], *TINY)
     results = json.loads((work / "results.json").read_text())
     assert [(r["method"], r["probe_task"]) for r in results["rows"]] == [("r4f", "QNLI")]
     assert all(0 <= r["metric"] <= 100 for r in results["rows"])
@@ -214,7 +226,7 @@ def test_degradation_driver_resumes_a_stopped_chain(tmp_path, glue_root):
     work = tmp_path / "work"
     args = ["--data-root", glue_root, "--work-dir", work, "--arch", "roberta_base", "--methods", "r3f",
             "--chain", "SST-2", "QNLI", "--fairseq-train", f"bash {wrapper}", "--probe-flags=--lr 1e-2",
-            "--", *TINY]
+            *TINY]
     env = {"CALLS": str(calls)}
 
     stopped = run_driver("degradation", *args, env={**env, "FAIL_AT": "3"}, check=False)
@@ -257,7 +269,7 @@ def test_degradation_driver_resumes_a_stopped_chain(tmp_path, glue_root):
 def test_retention_driver(tmp_path, glue_root):
     work = tmp_path / "work"
     run_in_process("retention", "--data-root", glue_root, "--work-dir", work, "--arch", "roberta_base",
-               "--methods", "std++", "--chain", "SST-2", "QNLI", "--cycles", "2", "--", *TINY)
+               "--methods", "std++", "--chain", "SST-2", "QNLI", "--cycles", "2", *TINY)
     results = json.loads((work / "results.json").read_text())
     rows = results["rows"]
     assert [(r["cycle"], r["probe_task"], r["probed_after"]) for r in rows] == [

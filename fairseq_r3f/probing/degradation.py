@@ -15,7 +15,6 @@ from typing import Dict, List
 from fairseq_r3f.probing import plots
 from fairseq_r3f.probing.runner import Experiment, add_common_arguments, cell, main_wrapper, split_extra, summarise
 
-
 CHAIN = ["SST-2", "QNLI", "QQP", "RTE"]
 
 
@@ -37,18 +36,22 @@ def run(argv: List[str]) -> Dict:
     exp = Experiment("degradation", args, extra)
     exp.check_tasks(args.chain + [probe_task])
 
-    rows = []
-    for method in exp.methods:
-        for seed in args.seeds:
-            init = exp.pretrained
-            for position, task in enumerate(args.chain, 1):
-                step = f"{method}/seed{seed}/{position}-{task}"
-                tuned = exp.finetune(f"{step}/finetune", task, method, seed, init)
-                probe = exp.probe(f"{step}/probe-{probe_task}", probe_task, tuned["checkpoint"], seed)
-                rows.append({"method": method, "seed": seed, "position": position, "finetuned_on": task,
-                             "probe_task": probe_task, "metric_name": exp.hparams.metric(probe_task),
-                             "metric": probe["metric"], "finetune_metric": tuned["metric"]})
-                init = tuned["checkpoint"]
+    def steps() -> List[Dict]:
+        rows = []
+        for method in exp.methods:
+            for seed in args.seeds:
+                init = exp.pretrained
+                for position, task in enumerate(args.chain, 1):
+                    step = f"{method}/seed{seed}/{position}-{task}"
+                    tuned = exp.finetune(f"{step}/finetune", task, method, seed, init)
+                    probe = exp.probe(f"{step}/probe-{probe_task}", probe_task, tuned["checkpoint"], seed)
+                    rows.append({"method": method, "seed": seed, "position": position, "finetuned_on": task,
+                                 "probe_task": probe_task, "metric_name": exp.hparams.metric(probe_task),
+                                 "metric": probe["metric"], "finetune_metric": tuned["metric"]})
+                    init = tuned["checkpoint"]
+        return rows
+
+    rows = exp.run_steps(steps)
     if args.dry_run:
         return {}
 

@@ -14,7 +14,6 @@ from typing import Dict, List
 from fairseq_r3f.probing import plots
 from fairseq_r3f.probing.runner import Experiment, add_common_arguments, cell, main_wrapper, split_extra, summarise
 
-
 PROBE_TASKS = ["MNLI", "QNLI", "QQP", "RTE", "MRPC", "CoLA"]  # "six other GLUE tasks" (Section 4.1)
 
 
@@ -35,16 +34,20 @@ def run(argv: List[str]) -> Dict:
     exp = Experiment("generalisation", args, extra)
     exp.check_tasks([args.source] + args.probe_tasks)
 
-    rows = []
-    for method in exp.methods:
-        for seed in args.seeds:
-            prefix = f"{method}/seed{seed}"
-            tuned = exp.finetune(f"{prefix}/finetune-{args.source}", args.source, method, seed, exp.pretrained)
-            for task in args.probe_tasks:
-                probe = exp.probe(f"{prefix}/probe-{task}", task, tuned["checkpoint"], seed)
-                rows.append({"method": method, "seed": seed, "source": args.source, "probe_task": task,
-                             "metric_name": exp.hparams.metric(task), "metric": probe["metric"],
-                             "source_metric": tuned["metric"]})
+    def steps() -> List[Dict]:
+        rows = []
+        for method in exp.methods:
+            for seed in args.seeds:
+                prefix = f"{method}/seed{seed}"
+                tuned = exp.finetune(f"{prefix}/finetune-{args.source}", args.source, method, seed, exp.pretrained)
+                for task in args.probe_tasks:
+                    probe = exp.probe(f"{prefix}/probe-{task}", task, tuned["checkpoint"], seed)
+                    rows.append({"method": method, "seed": seed, "source": args.source, "probe_task": task,
+                                 "metric_name": exp.hparams.metric(task), "metric": probe["metric"],
+                                 "source_metric": tuned["metric"]})
+        return rows
+
+    rows = exp.run_steps(steps)
     if args.dry_run:
         return {}
 

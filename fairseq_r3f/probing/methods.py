@@ -8,10 +8,9 @@ defined here only, and every driver can replace or add one with ``--method NAME=
 import os
 import shlex
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from fairseq_r3f.tools import USER_DIR, read_table  # noqa: F401  (USER_DIR: used by the drivers)
-
 
 # fairseq-train flags a sentence_prediction criterion needs to log a task's metric.
 METRIC_FLAGS = {
@@ -26,20 +25,27 @@ METRIC_FLAGS = {
 
 @dataclass
 class Method:
-    """A fine-tuning method: its criterion flags, and whether it needs the spectrally normalised head
-    (R4F), which the drivers express as the ``*_sn_*`` variant of ``--arch``."""
+    """A fine-tuning method: its criterion, its other fairseq-train flags, and whether it needs the spectrally
+    normalised head (R4F), which the drivers express as the ``*_sn_*`` variant of ``--arch``."""
 
     name: str
+    criterion: Optional[str]
     flags: List[str] = field(default_factory=list)
     spectral_norm_head: bool = False
+    builtin: bool = False
 
     def train_flags(self, arch: str) -> List[str]:
-        return self.flags + (["--arch", sn_arch(arch)] if self.spectral_norm_head else [])
+        criterion = ["--criterion", self.criterion] if self.criterion else []
+        return criterion + self.flags + (["--arch", sn_arch(arch)] if self.spectral_norm_head else [])
+
+
+def is_sn_arch(arch: str) -> bool:
+    return "_sn_" in arch
 
 
 def sn_arch(arch: str) -> str:
     """roberta_large -> roberta_sn_large, bart_base -> bart_sn_base (the plugin's R4F architectures)."""
-    if "_sn_" in arch:
+    if is_sn_arch(arch):
         return arch
     for family in ("roberta", "bart"):
         if arch.startswith(family + "_"):
@@ -53,34 +59,102 @@ def sn_arch(arch: str) -> str:
 def builtin_methods(shared: Dict[str, str]) -> Dict[str, Method]:
     """The paper's methods. STD++ is the paper's budget and optimiser with the plain cross-entropy; R3F and
     R4F take lambda, noise type and eps from fairseq_r3f/hparams/glue.tsv; SMART its criterion's defaults."""
-    r3f = [
-        "--criterion", "sentence_prediction_r3f", "--r3f-lambda", shared["r3f_lambda"],
-        "--noise-type", shared["noise_type"], "--eps", shared["eps"],
-    ]
+    r3f = ["--r3f-lambda", shared["r3f_lambda"], "--noise-type", shared["noise_type"], "--eps", shared["eps"]]
     return {
-        "std++": Method("std++", ["--criterion", "sentence_prediction"]),
-        "smart": Method("smart", ["--criterion", "sentence_prediction_smart"]),
-        "r3f": Method("r3f", r3f),
-        "r4f": Method("r4f", r3f, spectral_norm_head=True),
+        "std++": Method("std++", "sentence_prediction", builtin=True),
+        "smart": Method("smart", "sentence_prediction_smart", builtin=True),
+        "r3f": Method("r3f", "sentence_prediction_r3f", r3f, builtin=True),
+        "r4f": Method("r4f", "sentence_prediction_r3f", r3f, spectral_norm_head=True, builtin=True),
     }
 
 
+def flag_value(flags: Sequence[str], name: str) -> Optional[str]:
+    """The value the last ``name VALUE`` or ``name=VALUE`` in ``flags`` gives (what argparse keeps), or None."""
+    value = None
+    for i, flag in enumerate(flags):
+        if flag == name and i + 1 < len(flags):
+            value = flags[i + 1]
+        elif flag.startswith(name + "="):
+            value = flag[len(name) + 1:]
+    return value
+
+
+def without_flag(flags: Sequence[str], name: str) -> List[str]:
+    """``flags`` without any ``name VALUE`` or ``name=VALUE``."""
+    kept, skip = [], False
+    for flag in flags:
+        if skip:
+            skip = False
+        elif flag == name:
+            skip = True
+        elif not flag.startswith(name + "="):
+            kept.append(flag)
+    return kept
+
+
 def parse_method_overrides(overrides: List[str], methods: Dict[str, Method]) -> Dict[str, Method]:
-    """Applies ``NAME=FLAGS`` overrides: a built-in keeps whether its head is spectrally normalised (r4f),
-    a new name runs on the plain --arch unless its FLAGS give one."""
+    """Applies ``NAME=FLAGS`` overrides. A built-in method keeps its criterion and whether its head is
+    spectrally normalised (r4f): FLAGS replace its other flags, and FLAGS that name another criterion or
+    architecture are refused, since the run would no longer be that method. A new name runs FLAGS as given,
+    on the plain --arch unless FLAGS give one."""
     methods = dict(methods)
     for item in overrides:
-        name, sep, flags = item.partition("=")
+        name, sep, text = item.partition("=")
         if not sep or not name.strip():
             raise ValueError(
-                f"--method {item!r}: write NAME=FLAGS, e.g. r3f='--criterion sentence_prediction_r3f --r3f-lambda 0.5'"
+                f"--method {item!r}: write NAME=FLAGS, e.g. r3f='--r3f-lambda 0.5 --noise-type normal'"
             )
-        name = name.strip()
+        name, flags = name.strip(), shlex.split(text)
         if "/" in name or name.startswith("."):
             raise ValueError(f"--method {item!r}: a method name is used as a folder name; drop the '/' or leading '.'")
         previous = methods.get(name)
-        methods[name] = Method(name, shlex.split(flags), previous.spectral_norm_head if previous else False)
+        if previous is None or not previous.builtin:
+            methods[name] = Method(name, None, flags)
+            continue
+        criterion = flag_value(flags, "--criterion")
+        if criterion not in (None, previous.criterion):
+            raise ValueError(
+                f"--method {item!r}: {name} runs --criterion {previous.criterion}, these flags give {criterion}; "
+                f"leave --criterion out, or give the method a new name (--method mine='...')"
+            )
+        if flag_value(flags, "--arch") is not None:
+            raise ValueError(
+                f"--method {item!r}: the architecture comes from the driver's --arch ({name} runs "
+                f"{'its *_sn_* variant' if previous.spectral_norm_head else 'it as given'}); drop --arch here, "
+                f"or give the method a new name"
+            )
+        flags = without_flag(flags, "--criterion")
+        methods[name] = Method(name, previous.criterion, flags, previous.spectral_norm_head, builtin=True)
     return methods
+
+
+def check_overrides(method: Method, arch: str, extra: Sequence[str]) -> None:
+    """Refuses flags after ``--`` that would turn a built-in method into another one: an architecture with the
+    other kind of head (r4f on a plain head is R3F, r3f on an SN head is R4F), another criterion, or fairseq's
+    own spectral norm of the head's output projection."""
+    if not method.builtin:
+        return
+    given = flag_value(extra, "--arch")
+    if given is not None and is_sn_arch(given) != method.spectral_norm_head:
+        plain = given.replace("_sn_", "_")
+        head = "a plain classification head, which is R3F" if method.spectral_norm_head else \
+            "the spectrally normalised head, which is R4F"
+        raise ValueError(
+            f"'--arch {given}' after -- gives {method.name} {head}: drop it and pass the driver --arch {plain} "
+            f"(r4f then runs {sn_arch(plain)}, the other methods {plain}), or run method "
+            f"{'r3f' if method.spectral_norm_head else 'r4f'}"
+        )
+    criterion = flag_value(extra, "--criterion")
+    if criterion is not None and criterion != method.criterion:
+        raise ValueError(
+            f"'--criterion {criterion}' after -- replaces {method.name}'s {method.criterion}: drop it and choose "
+            f"the methods with --methods, or define one with --method NAME='--criterion {criterion} ...'"
+        )
+    if "--spectral-norm-classification-head" in extra:
+        raise ValueError(
+            f"'--spectral-norm-classification-head' after -- is fairseq's spectral norm of the head's output "
+            f"projection only, which is not {method.name}: drop it (method r4f normalises the whole head)"
+        )
 
 
 @dataclass

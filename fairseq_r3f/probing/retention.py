@@ -18,7 +18,6 @@ from typing import Dict, List
 from fairseq_r3f.probing import plots
 from fairseq_r3f.probing.runner import Experiment, add_common_arguments, cell, main_wrapper, split_extra, summarise
 
-
 CHAIN = ["SST-2", "QNLI", "QQP", "RTE"]
 
 
@@ -44,22 +43,26 @@ def run(argv: List[str]) -> Dict:
     exp.check_tasks(args.chain)
     sequence = [(cycle, task) for cycle in range(1, args.cycles + 1) for task in args.chain]
 
-    rows = []
-    for method in exp.methods:
-        for seed in args.seeds:
-            current = exp.pretrained  # the checkpoint the chain has reached
-            for position, (cycle, task) in enumerate(sequence, 1):
-                step = f"{method}/seed{seed}/{position:02d}-c{cycle}-{task}"
-                row = {"method": method, "seed": seed, "cycle": cycle, "position": position, "probe_task": task,
-                       "metric_name": exp.hparams.metric(task), "probed_after": sequence[position - 2][1]
-                       if position > 1 else "pretrained"}
-                if current is None:
-                    row.update(metric=None, note="not probed: no --pretrained model before the first fine-tuning")
-                else:
-                    row["metric"] = exp.probe(f"{step}/probe", task, current, seed)["metric"]
-                rows.append(row)
-                if position < len(sequence):
-                    current = exp.finetune(f"{step}/finetune", task, method, seed, current)["checkpoint"]
+    def steps() -> List[Dict]:
+        rows = []
+        for method in exp.methods:
+            for seed in args.seeds:
+                current = exp.pretrained  # the checkpoint the chain has reached
+                for position, (cycle, task) in enumerate(sequence, 1):
+                    step = f"{method}/seed{seed}/{position:02d}-c{cycle}-{task}"
+                    row = {"method": method, "seed": seed, "cycle": cycle, "position": position, "probe_task": task,
+                           "metric_name": exp.hparams.metric(task), "probed_after": sequence[position - 2][1]
+                           if position > 1 else "pretrained"}
+                    if current is None:
+                        row.update(metric=None, note="not probed: no --pretrained model before the first fine-tuning")
+                    else:
+                        row["metric"] = exp.probe(f"{step}/probe", task, current, seed)["metric"]
+                    rows.append(row)
+                    if position < len(sequence):
+                        current = exp.finetune(f"{step}/finetune", task, method, seed, current)["checkpoint"]
+        return rows
+
+    rows = exp.run_steps(steps)
     if args.dry_run:
         return {}
 

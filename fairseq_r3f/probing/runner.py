@@ -7,26 +7,41 @@ written atomically. A driver started again skips every recorded step and reruns 
 fine-tuning run continues from its own ``checkpoint_last.pt`` (its starting model is given with
 ``--finetune-from-model``, which fairseq applies only on a first launch), a probe (``--no-save``) restarts.
 A recorded step whose arguments differ from what the driver would run now is an error, not a silent mix.
+
+Before anything runs, a driver goes through its steps once without running them: every command is built and
+checked (finite numbers; flags that would turn one method into another refused), and the count gives the
+"run k of N" progress lines. After each fine-tuning the method that actually ran is read back from the
+checkpoint's saved configuration (fairseq_r3f.runs) and checked against the method's name.
 """
 
 import argparse
 import json
 import logging
+import math
 import os
 import shlex
-import subprocess
 import sys
+import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 import torch
 
+from fairseq_r3f import runs
 from fairseq_r3f.logs import read_json_log
-from fairseq_r3f.probing.methods import USER_DIR, GlueHparams, Method, builtin_methods, parse_method_overrides
+from fairseq_r3f.probing import methods as method_defs
+from fairseq_r3f.probing.methods import USER_DIR, GlueHparams, Method
+from fairseq_r3f.tools import CommandFailed, run_logged
 
 logger = logging.getLogger("fairseq_r3f.probing")
 
 STATE_VERSION = 1
+
+# --tiny: the tiny RoBERTa of the tests and of the recipes' TINY=1, on the CPU, for a few updates per run.
+TINY_MODEL = ["--encoder-layers", "2", "--encoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64",
+              "--encoder-attention-heads", "2", "--max-positions", "64"]
+
+T = TypeVar("T")
 
 
 class StepFailed(RuntimeError):
@@ -69,13 +84,18 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_methods: List[
     parser.add_argument("--seeds", nargs="+", type=int, default=[1], help="one chain per seed (default: 1)")
     parser.add_argument("--probe-flags", default="",
                         help="fairseq-train flags for the probing runs only, after all others (e.g. '--lr 1e-3')")
-    parser.add_argument("--hparams", help="folder with glue.tsv and glue_tasks.tsv (default: the shipped fairseq_r3f/hparams)")
+    parser.add_argument("--hparams",
+                        help="folder with glue.tsv and glue_tasks.tsv (default: the shipped fairseq_r3f/hparams)")
     parser.add_argument("--fairseq-train", default=None,
                         help="command that runs fairseq-train (default: the one of this Python environment)")
     parser.add_argument("--keep-full-checkpoints", action="store_true",
                         help="keep checkpoint_last.pt and the optimizer state of finished fine-tuning runs; by "
                         "default only the model of checkpoint_best.pt, which later steps read, is kept (about a "
                         "third of the disk with Adam)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="a tiny RoBERTa (2 layers of 32, 64 positions) on the CPU, --tiny-updates updates per "
+                        "run: tries the whole driver in about ten seconds per run (tests; the metrics mean nothing)")
+    parser.add_argument("--tiny-updates", type=int, default=4, help="updates per run with --tiny (default: 4)")
     parser.add_argument("--dry-run", action="store_true", help="print the fairseq-train commands, run nothing")
     parser.epilog = ("Flags after '--' go to every fairseq-train run, last, so they override the recipe's "
                      "(e.g. -- --fp16 --update-freq 2).")
@@ -102,7 +122,7 @@ class Experiment:
             logger.warning("no --pretrained: the first fine-tuning starts from a random initialisation")
         try:
             self.hparams = GlueHparams.load(args.hparams)
-            methods = parse_method_overrides(args.method, builtin_methods(self.hparams.shared))
+            methods = method_defs.parse_method_overrides(args.method, method_defs.builtin_methods(self.hparams.shared))
         except (OSError, ValueError) as error:
             raise SystemExit(f"error: {error}")
         unknown = [m for m in args.methods if m not in methods]
@@ -114,10 +134,28 @@ class Experiment:
         self.methods: Dict[str, Method] = {m: methods[m] for m in args.methods}
         self.train_command = shlex.split(args.fairseq_train) if args.fairseq_train else _default_train_command()
         self.probe_extra = shlex.split(args.probe_flags)
+        if method_defs.is_sn_arch(args.arch):
+            raise SystemExit(
+                f"error: --arch {args.arch}: give the plain architecture ({args.arch.replace('_sn_', '_')}); r4f "
+                f"runs its spectrally normalised variant, the other methods need the plain head"
+            )
+        if args.tiny_updates < 1:
+            raise SystemExit(f"error: --tiny-updates {args.tiny_updates}: give at least 1")
+        try:
+            for method in self.methods.values():
+                method_defs.check_overrides(method, args.arch, self.extra)
+        except ValueError as error:
+            raise SystemExit(f"error: {error}")
+        self.tiny = tiny_flags(args.tiny_updates) if args.tiny else []
+        self.env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")} if args.tiny else None
         self.state_path = os.path.join(self.work_dir, "state.json")
         self.state = self._load_state()
+        self.counting = False  # True while the steps are only counted (see run_steps)
+        self.planned_keys: List[str] = []
         self.planned = 0
         self.done_now = 0
+        self.started = time.monotonic()
+        self.seconds_running = 0.0
 
     # -- inputs -----------------------------------------------------------------------------------------
     def check_tasks(self, tasks: Sequence[str]) -> None:
@@ -152,7 +190,7 @@ class Experiment:
             self.data_dir(task), "--user-dir", USER_DIR, "--task", "sentence_prediction",
             *self.hparams.training_flags(task, arch), "--classification-head-name", head_name(task),
             *start, "--seed", str(seed), "--save-dir", save_dir, "--no-epoch-checkpoints",
-            "--log-format", "json", *self.methods[method].train_flags(arch), *self.extra,
+            "--log-format", "json", *self.tiny, *self.methods[method].train_flags(arch), *self.extra,
         ]
 
     def probe_args(self, task: str, checkpoint: str, seed: int, save_dir: str) -> List[str]:
@@ -160,7 +198,7 @@ class Experiment:
             self.data_dir(task), "--user-dir", USER_DIR, "--task", "sentence_prediction_probe",
             "--probe-checkpoint", checkpoint, *self.hparams.training_flags(task, self.args.arch),
             "--criterion", "sentence_prediction", "--seed", str(seed), "--save-dir", save_dir, "--no-save",
-            "--log-format", "json", *self.extra, *self.probe_extra,
+            "--log-format", "json", *self.tiny, *self.extra, *self.probe_extra,
         ]
 
     # -- steps ------------------------------------------------------------------------------------------
@@ -171,8 +209,8 @@ class Experiment:
         args = self.finetune_args(task, method, seed, init, save_dir)
         checkpoint = os.path.join(save_dir, "checkpoint_best.pt")
         fresh = key not in self.state["steps"]
-        record = self._step(key, "finetune", task, args, save_dir, checkpoint=checkpoint)
-        if fresh and not self.args.dry_run and not self.args.keep_full_checkpoints:
+        record = self._step(key, "finetune", task, args, save_dir, checkpoint=checkpoint, method=method)
+        if fresh and not self.counting and not self.args.dry_run and not self.args.keep_full_checkpoints:
             last = os.path.join(save_dir, "checkpoint_last.pt")
             if os.path.exists(last):  # only a cut-off run resumes from it
                 os.remove(last)
@@ -183,10 +221,33 @@ class Experiment:
         save_dir = self.run_dir(*key.split("/"))
         return self._step(key, "probe", task, self.probe_args(task, checkpoint, seed, save_dir), save_dir)
 
+    def run_steps(self, steps: Callable[[], T]) -> T:
+        """Calls ``steps`` (a driver's loop over finetune() and probe()) twice: first only counting and checking
+        its steps, so that a bad flag stops the driver before anything runs and progress can say "k of N",
+        then for real."""
+        self.counting = True
+        try:
+            steps()
+        finally:
+            self.counting = False
+        self.planned = 0
+        return steps()
+
+    def _progress(self, key: str) -> str:
+        """``run k of N KEY (elapsed, ETA)``: the ETA assumes the runs left take as long as those run now."""
+        position, total = self.planned, len(self.planned_keys)
+        left = sum(1 for k in self.planned_keys[position - 1:] if k not in self.state["steps"])
+        eta = _clock(self.seconds_running / self.done_now * left) if self.done_now else "after the first run"
+        return f"run {position} of {total} {key} (elapsed {_clock(time.monotonic() - self.started)}, ETA {eta})"
+
     def _step(self, key: str, kind: str, task: str, args: List[str], run_dir: str,
-              checkpoint: Optional[str] = None) -> Dict:
-        self.planned += 1
+              checkpoint: Optional[str] = None, method: Optional[str] = None) -> Dict:
         metric = self.hparams.metric(task)
+        if self.counting:
+            check_finite(args, key)
+            self.planned_keys.append(key)
+            return {"key": key, "checkpoint": checkpoint, "metric": None}
+        self.planned += 1
         if self.args.dry_run:
             print(f"# {key}\n" + " ".join(shlex.quote(a) for a in self.train_command + args))
             return {"key": key, "checkpoint": checkpoint, "metric": None}
@@ -199,31 +260,30 @@ class Experiment:
                     f"or use a new --work-dir.\n  recorded: {shlex.join(record['args'])}\n  now:      "
                     f"{shlex.join(args)}"
                 )
-            logger.info(f"skip {key}: done ({metric} {record['metric']})")
+            logger.info(f"{self._progress(key)}: done before ({metric} {record['metric']})")
             return record
 
-        os.makedirs(run_dir, exist_ok=True)
         log_path = os.path.join(run_dir, "train.log")
-        resumed = checkpoint is not None and os.path.exists(os.path.join(run_dir, "checkpoint_last.pt"))
-        logger.info(f"run {key}{' (resuming its checkpoint_last.pt)' if resumed else ''}: log {log_path}")
-        with open(log_path, "a") as log:
-            start = log.tell()
-            log.write(f"# {shlex.join(self.train_command + args)}\n")
-            log.flush()
-            proc = subprocess.run(self.train_command + args, stdout=log, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL)
-        with open(log_path) as log:
-            log.seek(start)
-            output = log.read()
-        if proc.returncode != 0:
-            tail = "\n".join(output.splitlines()[-15:])
-            raise StepFailed(
-                f"step {key} failed (fairseq-train exit status {proc.returncode}); its log is {log_path}:\n"
-                f"{tail}\nFix the cause and run the same command again: finished steps are not redone."
-            )
-        if checkpoint is not None and not os.path.isfile(checkpoint):
-            raise StepFailed(f"step {key} finished without writing {checkpoint} (was --no-save passed?)")
-        value, history = _best_metric(output, metric)
+        last = _saved_progress(os.path.join(run_dir, "checkpoint_last.pt")) if checkpoint is not None else None
+        began = time.monotonic()
+        if last is not None and last["num_updates"] >= int(method_defs.flag_value(args, "--max-update")):
+            # fairseq-train finished but the step was not recorded: launched again, fairseq would train one
+            # update more than --max-update and could replace checkpoint_best.pt.
+            logger.info(f"{self._progress(key)}: its run finished before (update {last['num_updates']}); recording it")
+            value, history = None, []  # the value is read from checkpoint_best.pt below
+        else:
+            resuming = f": resuming its checkpoint_last.pt (update {last['num_updates']})" if last else ""
+            logger.info(f"{self._progress(key)}{resuming}; log {log_path}")
+            try:
+                output = run_logged(self.train_command + args, log_path, append=True, env=self.env).stdout
+            except CommandFailed as error:
+                raise StepFailed(f"step {key} failed: {error}\nFix the cause and run the same command again: "
+                                 f"finished steps are not redone.") from error
+            value, history = _best_metric(output, metric)
+        if checkpoint is not None:
+            if not os.path.isfile(checkpoint):
+                raise StepFailed(f"step {key} finished without writing {checkpoint} (was --no-save passed?)")
+            value = _saved_progress(checkpoint)["best"]  # unrounded, and the same whether or not the run resumed
         if checkpoint is None and value is None:
             raise StepFailed(
                 f"step {key}: the log {log_path} has no validation '{metric}' record, so there is no probe "
@@ -231,11 +291,29 @@ class Experiment:
             )
         record = {"key": key, "kind": kind, "task": task, "metric_name": metric, "metric": value,
                   "valid_history": history, "checkpoint": checkpoint, "run_dir": run_dir, "args": args}
+        if checkpoint is not None:
+            record["identity"] = self._identify(key, method, checkpoint, args)
         self.state["steps"][key] = record
         self._save_state()
         self.done_now += 1
-        logger.info(f"done {key}: best valid {metric} {value}")
+        self.seconds_running += time.monotonic() - began
+        logger.info(f"done {key} in {_clock(time.monotonic() - began)}: best valid {metric} {value}")
         return record
+
+    def _identify(self, key: str, method: str, checkpoint: str, args: List[str]) -> Dict:
+        """What trained ``checkpoint``, read from its saved configuration; a built-in method's name must agree."""
+        identity = runs.identity(checkpoint)
+        if self.methods[method].builtin:
+            label = {"method": method, "seed": int(method_defs.flag_value(args, "--seed"))}
+            for key_name in ("r3f_lambda", "noise_type", "eps"):
+                value = method_defs.flag_value(args, "--" + key_name.replace("_", "-"))
+                if value is not None:
+                    label[key_name] = value
+            problems = runs.label_mismatches(label, identity)
+            if problems:
+                raise StepFailed(f"step {key} did not run method {method}: {'; '.join(problems)} (its checkpoint "
+                                 f"is {checkpoint}); fix the flags and use a new --work-dir")
+        return identity
 
     # -- state and outputs ----------------------------------------------------------------------------------
     def _load_state(self) -> Dict:
@@ -256,8 +334,10 @@ class Experiment:
     def publish(self, results: Dict, lines: List[str], plot: Callable[[Dict, List[str], str], None]) -> Dict:
         """Writes results.json, results.md (the table ``lines``) and the figure ``<experiment>.png`` drawn by
         ``plot(results, methods, path)``, prints the table, and returns the results as written."""
+        identities = {k: r["identity"] for k, r in self.state["steps"].items() if "identity" in r}
         results = {"experiment": self.name, "methods": list(self.methods), "seeds": self.args.seeds,
-                   "arch": self.args.arch, "pretrained": self.pretrained, **results}
+                   "arch": self.args.arch, "pretrained": self.pretrained, "tiny": self.args.tiny,
+                   "versions": runs.versions(), **results, "identities": identities}
         json_path = os.path.join(self.work_dir, "results.json")
         md_path = os.path.join(self.work_dir, "results.md")
         figure = os.path.join(self.work_dir, f"{self.name}.png")
@@ -270,6 +350,45 @@ class Experiment:
         logger.info(f"{self.done_now} runs done now, {self.planned - self.done_now} found done; "
                     f"results: {json_path}, {md_path}, {figure}")
         return results
+
+
+def tiny_flags(updates: int) -> List[str]:
+    return [*TINY_MODEL, "--max-update", str(updates), "--total-num-update", str(updates), "--warmup-updates", "1",
+            "--cpu", "--num-workers", "0", "--log-interval", "1"]
+
+
+def check_finite(args: Sequence[str], key: str) -> None:
+    """Stops on a fairseq-train flag whose value is NaN or infinite (``--lr nan``, ``--r3f-lambda=inf``): fairseq
+    would take it and train on it."""
+    for i, flag in enumerate(args):
+        if not flag.startswith("--"):
+            continue
+        name, sep, value = flag.partition("=")
+        if not sep:
+            if i + 1 >= len(args):
+                continue
+            value = args[i + 1]
+        try:
+            number = float(value)
+        except ValueError:
+            continue
+        if not math.isfinite(number):
+            raise SystemExit(f"error: {name} {value} (in the flags of step {key}): give a finite number")
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _saved_progress(path: str) -> Optional[Dict]:
+    """The updates a checkpoint was saved at and fairseq's best validation value so far, or None if no file."""
+    if not os.path.isfile(path):
+        return None
+    state = torch.load(path, map_location="cpu", mmap=True)
+    best = (state.get("extra_state") or {}).get("best")
+    return {"num_updates": state["optimizer_history"][-1]["num_updates"],
+            "best": None if best is None else float(best)}
 
 
 def _drop_optimizer_state(path: str) -> None:

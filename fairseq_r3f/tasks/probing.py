@@ -1,6 +1,6 @@
 """Linear probing of a fine-tuned encoder (Section 4 of the paper): ``--task sentence_prediction_probe``.
 
-    fairseq-train DATA --user-dir fairseq_r3f --task sentence_prediction_probe \
+    fairseq-train DATA --user-dir fairseq_r3f --task sentence_prediction_probe \\
         --probe-checkpoint FINETUNED/checkpoint_best.pt --arch roberta_large --criterion sentence_prediction ...
 
 The task is fairseq's ``sentence_prediction`` (same data layout: input0/, input1/, label/) with one
@@ -17,12 +17,11 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
-from torch import nn
-
 from fairseq import checkpoint_utils
 from fairseq.modules import FairseqDropout, LayerDropModuleList
 from fairseq.tasks import register_task
 from fairseq.tasks.sentence_prediction import SentencePredictionConfig, SentencePredictionTask
+from torch import nn
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +30,9 @@ HEADS_PREFIX = "classification_heads."
 
 @dataclass
 class SentencePredictionProbeConfig(SentencePredictionConfig):
+    """A linear probe on a frozen model: fairseq's sentence_prediction task (same data and flags) whose model
+    is the --probe-checkpoint model with every weight frozen and dropout removed, under a new linear head."""
+
     probe_checkpoint: Optional[str] = field(
         default=None,
         metadata={
