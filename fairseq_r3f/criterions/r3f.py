@@ -1,5 +1,6 @@
-"""What both R3F criterions share: their three options, the checks on them, the noised forward and the
-metrics they log. The criterions themselves only say which outputs to compare."""
+"""What both R3F criterions share: their three options, the noised forward and the metrics they log (their
+numbers are checked by fairseq_r3f.options.check_options). The criterions themselves only say which outputs
+to compare."""
 
 import logging
 from contextlib import contextmanager
@@ -40,17 +41,13 @@ class R3FConfig(FairseqDataclass):
     )
 
 
-def check_noise_type(noise_type) -> None:
-    if str(noise_type) not in NOISE_TYPES:
-        raise ValueError(f"--noise-type {noise_type!r} is unknown: choose one of {', '.join(NOISE_TYPES)}")
-
-
 class NoisedForward:
     """Runs a model forward with noise on the encoder's token embeddings, and counts how much noise
     survived the cast to the model's dtype (under fp16 most of a 1e-5 perturbation can round away)."""
 
     def __init__(self, cfg: R3FConfig):
-        check_noise_type(cfg.noise_type)  # the numbers are checked by the criterions, with all their options
+        if str(cfg.noise_type) not in NOISE_TYPES:
+            raise ValueError(f"--noise-type {cfg.noise_type!r} is unknown: choose one of {', '.join(NOISE_TYPES)}")
         self.r3f_lambda = cfg.r3f_lambda
         self.noise_scale = cfg.eps
         self.noise_type = str(cfg.noise_type)
