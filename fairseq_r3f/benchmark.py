@@ -169,7 +169,8 @@ class Bench:
             "--encoder-layers", str(layers), "--encoder-embed-dim", str(width),
             "--encoder-ffn-embed-dim", str(ffn), "--encoder-attention-heads", str(heads),
             "--criterion", method.criterion, *method.flags, "--optimizer", "adam", "--lr", "1e-5",
-            "--seed", "1", *(["--cpu"] if self.device.type == "cpu" else []), *extra,
+            "--seed", "1", *(["--cpu"] if self.device.type == "cpu" else []), *(["--fp16"] if self.args.fp16 else []),
+            *extra,
         ]
         parser = options.get_training_parser()
         return convert_namespace_to_omegaconf(options.parse_args_and_arch(parser, argv))
@@ -183,8 +184,11 @@ class Bench:
         if method.sn_head not in self.models:
             torch.manual_seed(1)
             model = task.build_model(cfg.model).to(self.device)
+            model = model.half() if self.args.fp16 else model
             params = [p for p in model.parameters() if p.requires_grad]
-            optimizer = optim.build_optimizer(cfg.optimizer, params)
+            # --fp16 as fairseq-train does it: half weights, fp32 master copy and loss scaling in FP16Optimizer
+            optimizer = (optim.FP16Optimizer.build_optimizer(cfg, params) if self.args.fp16
+                         else optim.build_optimizer(cfg.optimizer, params))
             self.models[method.sn_head] = (model, optimizer, PassCounter(find_token_encoder(model)))
         model, optimizer, counter = self.models[method.sn_head]
         criterion_cls = BatchedR3FCriterion if method.batched else None
@@ -293,6 +297,8 @@ def benchmark(args) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu")
     if args.device == "cuda" and device.type != "cuda":
         raise SystemExit("--device cuda was asked for, but torch sees no CUDA device; use --device cpu")
+    if args.fp16 and device.type != "cuda":
+        raise SystemExit("--fp16 needs a CUDA device (fairseq's FP16Optimizer is CUDA-only); drop --fp16 on the CPU")
     known = {m.name: m for m in methods()}
     names = args.methods or list(known)
     unknown = [name for name in names if name not in known]
@@ -362,7 +368,7 @@ def benchmark(args) -> dict:
         "device": device_description(device),
         "config": {"size": args.size, "layers": layers, "width": width, "seq_len": args.seq_len,
                    "batch_size": args.batch_size, "vocab": args.vocab, "repeats": args.repeats,
-                   "warmup": args.warmup, "dtype": "fp32", "dropout": 0.1},
+                   "warmup": args.warmup, "dtype": "fp16" if args.fp16 else "fp32", "dropout": 0.1},
         "static_mb": {("R4F arch" if sn else "roberta_base"): static_bytes(m, o) / 2**20
                       for sn, (m, o, _) in bench.models.items()},
         "methods": rows,
@@ -478,6 +484,8 @@ def parse_args(argv=None):
                         help="auto: CUDA when present, else CPU")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice); 1 makes the "
                         "CPU-time column immune to other processes on a shared machine")
+    parser.add_argument("--fp16", action="store_true", help="half-precision model with fairseq's FP16Optimizer, as "
+                        "fairseq-train --fp16 (CUDA only); the batched-R3F check stays in fp32")
     parser.add_argument("--json", action="store_true", help="print the result as JSON instead of the table")
     parser.add_argument("--plot", default="benchmark_cost.png", help="bar chart PNG ('' for none)")
     args = parser.parse_args(argv)

@@ -95,7 +95,8 @@ def first_batch(task, split="valid", max_sentences=16):
 # in them is marked slow, except the in-process ones named in IN_PROCESS_TESTS. Tests of other modules run in the
 # fast tier; a new module of end-to-end tests belongs here.
 END_TO_END_MODULES = {
-    "test_adversarial", "test_benchmark", "test_demo", "test_export", "test_glue_recipes", "test_hydra",
+    "test_adversarial", "test_benchmark", "test_demo", "test_export", "test_glue_recipes", "test_gpu_check",
+    "test_hydra",
     "test_install", "test_option_checks", "test_options_help", "test_packaging", "test_preprocess_data",
     "test_probing", "test_probing_runs", "test_r4f_and_checkpoints", "test_results_runs", "test_rouge", "test_runs",
     "test_sentence_prediction_r3f", "test_summarization_pipeline", "test_translation", "test_xnli",
