@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 set -euo pipefail
-# Fine-tune RoBERTa-large on one GLUE task with one method, over seeds (and, for R3F/R4F, Table 6's sweep).
+# Fine-tune RoBERTa-large on one GLUE task with one method, over seeds (and, with SWEEP=1, the method's grid).
 #
 #   DATA_DIR=GLUE_BIN ROBERTA_PATH=roberta.large/model.pt recipes/glue.sh TASK METHOD [fairseq-train flags]
 #
@@ -10,19 +10,24 @@ set -euo pipefail
 #                0.01) with bias-corrected Adam (fairseq's adam) and the plain cross-entropy: R3F without R3F
 #         r3f    std++ plus lambda x symmetric KL under noise (--criterion sentence_prediction_r3f)
 #         r4f    r3f on a spectrally normalised head (--arch roberta_sn_large)
-#         smart  std++ plus SMART's adversarial smoothness term (--criterion sentence_prediction_smart, its
-#                defaults: K=1 ascent step; docs/baselines.md); SMART_* flags go after METHOD
+#         smart  std++ plus SMART's adversarial smoothness term (--criterion sentence_prediction_smart; its
+#                settings in fairseq_r3f/hparams/glue.tsv, docs/baselines.md)
 #         freelb std++ with FreeLB's adversarial training (--task/--criterion sentence_prediction_freelb)
 # Environment:
 #   DATA_DIR       folder with TASK-bin (required)
-#   ROBERTA_PATH   RoBERTa-large model.pt (required unless TINY=1)
+#   ROBERTA_PATH   RoBERTa-large model.pt (required unless TINY=1); loaded only while a run has no checkpoint
+#                  of its own: an interrupted run resumes from its checkpoint_last.pt when run again
 #   SAVE_ROOT=runs/glue   each run goes to SAVE_ROOT/TASK/METHOD/CONFIG/seedN: train.log (json records),
-#                  run.json (what it is), command.sh, checkpoints
+#                  run.json (what it is), versions.json, identity.json (what ran), command.sh, checkpoints
 #   SEEDS          seeds to run (default: 1 to 10, the paper's ten seeds)
-#   SWEEP=1        r3f/r4f: every lambda x noise type of Table 6 (LAMBDAS="0.1 1.0", NOISE_TYPES="uniform"
-#                  narrow it); otherwise one configuration, R3F_LAMBDA (default 1.0) and NOISE_TYPE (uniform)
-#   and the launch settings of recipes/common.sh: NGPUS NNODES UPDATE_FREQ LAUNCHER FP16 DRY_RUN TINY
-# Flags after METHOD go to fairseq-train last and override the recipe's.
+#   SWEEP=1        every method searches its own grid (glue.tsv): r3f/r4f lambda x noise type of Table 6
+#                  (LAMBDAS="0.1 1.0", NOISE_TYPES="uniform" narrow it), std/std++ std_lr_grid, smart
+#                  smart_lambda_grid x smart_lr_grid, freelb its step/init/max-norm grids; SWEEP_SIZE (default
+#                  8) caps each search at the same number of configurations. Otherwise one configuration:
+#                  R3F_LAMBDA (default 1.0), NOISE_TYPE (uniform), R3F_EPS (1e-5) for r3f/r4f
+#   and the launch settings of recipes/common.sh: NGPUS NNODES UPDATE_FREQ BATCH_READING LAUNCHER FP16 DRY_RUN TINY
+# Flags after METHOD go to fairseq-train last and override the recipe's; those that would change the method
+# (--arch with or without the SN head, --criterion, --task, --r3f-lambda/--noise-type/--eps) are refused.
 # Hyper-parameters: fairseq_r3f/hparams/glue_tasks.tsv (per task), fairseq_r3f/hparams/glue.tsv (shared).
 
 usage() { sed -n '3,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
@@ -50,18 +55,34 @@ fi
 if [[ "$TINY" != 1 ]]; then
   require_file ROBERTA_PATH "${ROBERTA_PATH:-}" "the RoBERTa-large checkpoint, model.pt of roberta.large.tar.gz"
 fi
-if [[ "${SWEEP:-0}" == 1 && "$METHOD" != r3f && "$METHOD" != r4f ]]; then
-  die "SWEEP=1 sweeps R3F's lambda and noise type: use it with METHOD r3f or r4f"
-fi
-check_launch
-launch_command
-shared_flags
 
 task_value() { hparam_set "$1" "$TASKS_TSV" "$TASK" "$2"; }
 glue_value() { hparam_set "$1" "$GLUE_TSV" "$2" value; }
 
+glue_value N_SEEDS seeds
+SEEDS=$(words "${SEEDS:-$(seq_list "$N_SEEDS")}")
+glue_value TABLE_SWEEP_SIZE sweep_size
+SWEEP_SIZE=${SWEEP_SIZE:-$TABLE_SWEEP_SIZE}
+USES_R3F=0
+[[ "$METHOD" == r3f || "$METHOD" == r4f ]] && USES_R3F=1
+r3f_configurations "$USES_R3F" glue_value
+check_launch
+
+FAIRSEQ_TASK=sentence_prediction ARCH=roberta_large
+case "$METHOD" in
+  std | std++) CRITERION=sentence_prediction ;;
+  r3f) CRITERION=sentence_prediction_r3f ;;
+  r4f) CRITERION=sentence_prediction_r3f ARCH=roberta_sn_large ;;
+  smart) CRITERION=sentence_prediction_smart ;;
+  freelb) CRITERION=sentence_prediction_freelb FAIRSEQ_TASK=sentence_prediction_freelb ;;
+esac
+check_overrides "$METHOD" "$CRITERION" "$FAIRSEQ_TASK" "$USES_R3F" "$@"
+launch_command
+shared_flags
+
 task_value NUM_CLASSES num_classes
 task_value METRIC metric
+task_value TRAIN_SIZE train_size
 if [[ "$METHOD" == std ]]; then
   task_value LR std_lr
   task_value MAX_UPDATE std_max_update
@@ -79,14 +100,6 @@ else
   glue_value WEIGHT_DECAY weight_decay
   METHOD_FLAGS=()
 fi
-FAIRSEQ_TASK=sentence_prediction ARCH=roberta_large
-case "$METHOD" in
-  std | std++) CRITERION=sentence_prediction ;;
-  r3f) CRITERION=sentence_prediction_r3f ;;
-  r4f) CRITERION=sentence_prediction_r3f ARCH=roberta_sn_large ;;
-  smart) CRITERION=sentence_prediction_smart ;;
-  freelb) CRITERION=sentence_prediction_freelb FAIRSEQ_TASK=sentence_prediction_freelb ;;
-esac
 case "$TASK" in
   MNLI) VALID=valid,valid1 ;;  # matched, mismatched; the checkpoint is chosen on matched
   *) VALID=valid ;;
@@ -97,20 +110,21 @@ case "$TASK" in
   STS-B) TASK_FLAGS=(--regression-target --report-pearson-and-spearman) ;;
   *) TASK_FLAGS=() ;;
 esac
-PER_GPU_BATCH=$(per_gpu_batch "$BATCH")
+split_batch "$BATCH"
 glue_value MAX_POSITIONS max_positions
-MODEL_FLAGS=(--arch "$ARCH" --restore-file "${ROBERTA_PATH:-}" --reset-optimizer --reset-dataloader --reset-meters)
+pretrained_flags "${ROBERTA_PATH:-}"
+TINY_FLAGS=()
 if [[ "$TINY" == 1 ]]; then
-  MODEL_FLAGS=(--arch "${ARCH/large/base}" "${TINY_MODEL_FLAGS[@]}")
+  ARCH=${ARCH/large/base} TINY_FLAGS=("${TINY_MODEL_FLAGS[@]}")
   MAX_UPDATE=$TINY_UPDATES WARMUP=1 MAX_POSITIONS=64
 fi
-
-glue_value N_SEEDS seeds
-SEEDS=${SEEDS:-$(seq 1 "$N_SEEDS")}
 SAVE_ROOT=${SAVE_ROOT:-runs/glue}
 
-echo "# $TASK $METHOD: lr $LR, $MAX_UPDATE updates ($WARMUP warm-up), effective batch $BATCH = $WORLD_SIZE GPU(s) x $PER_GPU_BATCH x update-freq $UPDATE_FREQ" >&2
-glue_value EPS eps
+EPOCHS=$(awk -v u="$MAX_UPDATE" -v b="$EFFECTIVE_BATCH" -v n="$TRAIN_SIZE" -v cap="${MAX_EPOCH:-0}" \
+  'BEGIN { e = u * b / n; if (cap > 0 && e > cap) e = cap; printf "%.2f", e }')
+echo "# $TASK $METHOD: lr $LR, $MAX_UPDATE updates ($WARMUP warm-up), effective batch $EFFECTIVE_BATCH =" \
+  "$WORLD_SIZE GPU(s) x $PER_GPU_BATCH x update-freq $UPDATE_FREQ (BATCH_READING=$BATCH_READING):" \
+  "at most $EPOCHS epochs of $TRAIN_SIZE" >&2
 glue_value DROPOUT dropout
 glue_value ATTENTION_DROPOUT attention_dropout
 glue_value ADAM_BETAS adam_betas
@@ -118,33 +132,48 @@ glue_value ADAM_EPS adam_eps
 glue_value CLIP_NORM clip_norm
 glue_value LR_SCHEDULER lr_scheduler
 glue_value MAX_TOKENS max_tokens
-USES_R3F=0
-[[ "$METHOD" == r3f || "$METHOD" == r4f ]] && USES_R3F=1
-r3f_configurations "$USES_R3F" glue_value
-for NOISE in $NOISE_TYPES; do
-  for LAMBDA in $LAMBDAS; do
-    if [[ "$CRITERION" == sentence_prediction_r3f ]]; then
-      CONFIG=lambda${LAMBDA}_$NOISE
-      R3F_FLAGS=(--r3f-lambda "$LAMBDA" --noise-type "$NOISE" --eps "$EPS")
-    else
-      CONFIG=default R3F_FLAGS=()
-    fi
-    for SEED in $SEEDS; do
-      RUN_DIR=$SAVE_ROOT/$TASK/$METHOD/$CONFIG/seed$SEED
-      META=$(printf '{"task": "%s", "method": "%s", "config": "%s", "seed": %s, "r3f_lambda": %s, "noise_type": "%s", "metric": "%s", "valid_subsets": "%s"}' \
-        "$TASK" "$METHOD" "$CONFIG" "$SEED" "$LAMBDA" "$NOISE" "$METRIC" "$VALID")
-      run_one "$RUN_DIR" "$META" "${LAUNCH[@]}" "$DATA" \
-        --task "$FAIRSEQ_TASK" --num-classes "$NUM_CLASSES" --init-token 0 --separator-token 2 \
-        --max-positions "$MAX_POSITIONS" --shorten-method truncate "${MODEL_FLAGS[@]}" \
-        --criterion "$CRITERION" "${R3F_FLAGS[@]}" "${TASK_FLAGS[@]}" \
-        --dropout "$DROPOUT" --attention-dropout "$ATTENTION_DROPOUT" \
-        --weight-decay "$WEIGHT_DECAY" --optimizer adam --adam-betas "$ADAM_BETAS" \
-        --adam-eps "$ADAM_EPS" --clip-norm "$CLIP_NORM" \
-        --lr-scheduler "$LR_SCHEDULER" --lr "$LR" --total-num-update "$MAX_UPDATE" \
-        --warmup-updates "$WARMUP" --max-update "$MAX_UPDATE" "${METHOD_FLAGS[@]}" \
-        --batch-size "$PER_GPU_BATCH" --max-tokens "$MAX_TOKENS" \
-        --valid-subset "$VALID" --best-checkpoint-metric "$METRIC" --maximize-best-checkpoint-metric \
-        --seed "$SEED" --save-dir "$RUN_DIR" "${SHARED_FLAGS[@]}" "${DIST_FLAGS[@]}" "$@"
+
+# The method's configurations: its single default, or with SWEEP=1 its grid (fairseq_r3f/hparams/glue.tsv).
+grid() {  # grid KEY FLAG NAME SINGLE_VALUE GRID_ROW: an axis of one value, or with SWEEP=1 of the table's grid
+  local values=$4
+  if [[ "$SWEEP" == 1 ]]; then glue_value values "$5"; values=$(words "$values"); axis "$1" "$2" "$3" "$values"
+  else axis "$1" "$2" "!" "$values"; fi
+}
+AXES=()
+case "$METHOD" in
+  std | std++) grid lr --lr lr "$LR" std_lr_grid ;;
+  r3f | r4f)
+    axis r3f_lambda --r3f-lambda lambda "$LAMBDAS"
+    axis noise_type --noise-type "" "$NOISE_TYPES"
+    axis eps --eps "$(eps_name)" "$R3F_EPS"
+    axis lr --lr "!" "$LR"
+    ;;
+  smart)
+    glue_value SMART_LAMBDA smart_lambda
+    grid smart_lambda --smart-lambda lambda "$SMART_LAMBDA" smart_lambda_grid
+    grid lr --lr lr "$LR" smart_lr_grid
+    for NAME in steps step_size eps init norm; do
+      glue_value VALUE "smart_$NAME"
+      axis "smart_$NAME" "--smart-${NAME//_/-}" "!" "$VALUE"
     done
-  done
-done
+    ;;
+  freelb)
+    for NAME in steps step_size init_mag max_norm; do
+      glue_value VALUE "freelb_$NAME"
+      grid "freelb_$NAME" "--freelb-${NAME//_/-}" "${NAME//_/}" "$VALUE" "freelb_${NAME}_grid"
+    done
+    glue_value VALUE freelb_norm
+    axis freelb_norm --freelb-norm "!" "$VALUE"
+    axis lr --lr "!" "$LR"
+    ;;
+esac
+if [[ "$METHOD" != r3f && "$METHOD" != r4f ]]; then  # labels without a flag: no R3F term
+  axis r3f_lambda "" "!" 0
+  axis noise_type "" "!" none
+fi
+search_grid "$@"
+
+LABEL=$(printf '"task": "%s", "method": "%s", "metric": "%s", "valid_subsets": "%s", ' \
+  "$TASK" "$METHOD" "$METRIC" "$VALID")
+LABEL+=$(printf '"batch_reading": "%s", "effective_batch": %s' "$BATCH_READING" "$EFFECTIVE_BATCH")
+sentence_prediction_runs "$DATA" "$SAVE_ROOT/$TASK/$METHOD" "$LABEL" "$@"

@@ -9,14 +9,18 @@ set -euo pipefail
 #         r4f   r3f on a spectrally normalised head (--arch roberta_sn_large)
 # Environment:
 #   DATA_DIR       the output folder of preprocess/xnli.py (train = MNLI, valid_<lang>/test_<lang> per language)
-#   XLMR_PATH      XLM-R large model.pt (required unless TINY=1)
-#   LANGUAGES      validation languages, English first: it chooses the kept checkpoint (default: the 15 of
-#                  Table 3); every language's accuracy is logged at each validation
-#   SAVE_ROOT=runs/xnli   runs go to SAVE_ROOT/METHOD/CONFIG/seedN (train.log with json records, run.json)
+#   XLMR_PATH      XLM-R large model.pt (required unless TINY=1); loaded only while a run has no checkpoint of
+#                  its own: an interrupted run resumes from its checkpoint_last.pt when run again
+#   LANGUAGES      validation languages, commas or spaces, English first: it chooses the kept checkpoint
+#                  (default: the 15 of Table 3); every language's accuracy is logged at each validation
+#   SAVE_ROOT=runs/xnli   runs go to SAVE_ROOT/METHOD/CONFIG/seedN (train.log with json records, run.json,
+#                  versions.json, identity.json, command.sh, checkpoints)
 #   SEEDS          default 1 to 5 (Table 3 averages five runs)
-#   SWEEP=1        r3f/r4f: every lambda x noise type of Table 9 (LAMBDAS, NOISE_TYPES narrow it); otherwise
-#                  R3F_LAMBDA (default 1) and NOISE_TYPE (uniform)
-#   and the launch settings of recipes/common.sh: NGPUS NNODES UPDATE_FREQ LAUNCHER FP16 DRY_RUN TINY
+#   SWEEP=1        r3f/r4f: every lambda x noise type of Table 9 (LAMBDAS, NOISE_TYPES narrow it); std: the
+#                  learning rates of std_lr_grid; SWEEP_SIZE (default 8) caps each search at the same size.
+#                  Otherwise R3F_LAMBDA (default 1), NOISE_TYPE (uniform), R3F_EPS (1e-5)
+#   and the launch settings of recipes/common.sh: NGPUS NNODES UPDATE_FREQ BATCH_READING LAUNCHER FP16 DRY_RUN TINY
+# Flags after METHOD go to fairseq-train last; those that would change the method are refused (as glue.sh).
 # Test-set accuracy per language, Table 3's layout:
 #   python -m fairseq_r3f.evaluation.results xnli --data XNLI_BIN --checkpoint RUN/checkpoint_best.pt
 # Hyper-parameters: fairseq_r3f/hparams/xnli.tsv.
@@ -31,7 +35,7 @@ case "$METHOD" in std | r3f | r4f) ;; *) die "unknown METHOD $METHOD: choose std
 XNLI_TSV=$HPARAMS/xnli.tsv
 value() { hparam_set "$1" "$XNLI_TSV" "$2" value; }
 
-LANGUAGES=${LANGUAGES:-en fr es de el bg ru tr ar vi th zh hi sw ur}
+LANGUAGES=$(words "${LANGUAGES:-en fr es de el bg ru tr ar vi th zh hi sw ur}")
 require_dir DATA_DIR "${DATA_DIR:-}" "the output folder of preprocess/xnli.py"
 require_file DATA_DIR "$DATA_DIR/input0/dict.txt" "run preprocess/xnli.py first"
 require_file DATA_DIR "$DATA_DIR/label/dict.txt" "run preprocess/xnli.py first"
@@ -40,38 +44,48 @@ for LANG_ in $LANGUAGES; do
   require_file DATA_DIR "$DATA_DIR/input0/valid_$LANG_.bin" "no valid_$LANG_ subset: run preprocess/xnli.py with this language"
   VALID=${VALID:+$VALID,}valid_$LANG_
 done
+[[ -n "$VALID" ]] || die "LANGUAGES is empty: give the validation languages, English first"
 if [[ "$TINY" != 1 ]]; then
   require_file XLMR_PATH "${XLMR_PATH:-}" "the XLM-R large checkpoint, model.pt of xlmr.large.tar.gz"
 fi
-if [[ "${SWEEP:-0}" == 1 && "$METHOD" == std ]]; then
-  die "SWEEP=1 sweeps R3F's lambda and noise type: use it with METHOD r3f or r4f"
-fi
+
+value N_SEEDS seeds
+SEEDS=$(words "${SEEDS:-$(seq_list "$N_SEEDS")}")
+value TABLE_SWEEP_SIZE sweep_size
+SWEEP_SIZE=${SWEEP_SIZE:-$TABLE_SWEEP_SIZE}
+USES_R3F=0
+[[ "$METHOD" != std ]] && USES_R3F=1
+r3f_configurations "$USES_R3F" value
 check_launch
+FAIRSEQ_TASK=sentence_prediction ARCH=roberta_large  # XLM-R large has RoBERTa-large's shape
+case "$METHOD" in
+  std) CRITERION=sentence_prediction ;;
+  r3f) CRITERION=sentence_prediction_r3f ;;
+  r4f) CRITERION=sentence_prediction_r3f ARCH=roberta_sn_large ;;
+esac
+check_overrides "$METHOD" "$CRITERION" "$FAIRSEQ_TASK" "$USES_R3F" "$@"
 launch_command
 shared_flags
 
-case "$METHOD" in
-  std) CRITERION=sentence_prediction ARCH=roberta_large ;;  # XLM-R large has RoBERTa-large's shape
-  r3f) CRITERION=sentence_prediction_r3f ARCH=roberta_large ;;
-  r4f) CRITERION=sentence_prediction_r3f ARCH=roberta_sn_large ;;
-esac
 value BATCH batch_size
-PER_GPU_BATCH=$(per_gpu_batch "$BATCH")
+split_batch "$BATCH"
 value MAX_UPDATE max_update
 value WARMUP_RATIO warmup_ratio
 WARMUP=$(awk -v r="$WARMUP_RATIO" -v m="$MAX_UPDATE" 'BEGIN { printf "%d", r * m }')
 value MAX_POSITIONS max_positions
-MODEL_FLAGS=(--arch "$ARCH" --restore-file "${XLMR_PATH:-}" --reset-optimizer --reset-dataloader --reset-meters)
+value TRAIN_SIZE train_size
+pretrained_flags "${XLMR_PATH:-}"
+TINY_FLAGS=()
 if [[ "$TINY" == 1 ]]; then
-  MODEL_FLAGS=(--arch "${ARCH/large/base}" "${TINY_MODEL_FLAGS[@]}")
+  ARCH=${ARCH/large/base} TINY_FLAGS=("${TINY_MODEL_FLAGS[@]}")
   MAX_UPDATE=$TINY_UPDATES WARMUP=1 MAX_POSITIONS=64
 fi
-value N_SEEDS seeds
-SEEDS=${SEEDS:-$(seq 1 "$N_SEEDS")}
 SAVE_ROOT=${SAVE_ROOT:-runs/xnli}
 
-echo "# XNLI $METHOD: $MAX_UPDATE updates ($WARMUP warm-up), effective batch $BATCH = $WORLD_SIZE GPU(s) x $PER_GPU_BATCH x update-freq $UPDATE_FREQ; checkpoint chosen on ${VALID%%,*}" >&2
-value EPS eps
+EPOCHS=$(awk -v u="$MAX_UPDATE" -v b="$EFFECTIVE_BATCH" -v n="$TRAIN_SIZE" 'BEGIN { printf "%.2f", u * b / n }')
+echo "# XNLI $METHOD: $MAX_UPDATE updates ($WARMUP warm-up), effective batch $EFFECTIVE_BATCH =" \
+  "$WORLD_SIZE GPU(s) x $PER_GPU_BATCH x update-freq $UPDATE_FREQ (BATCH_READING=$BATCH_READING):" \
+  "at most $EPOCHS MNLI epochs; checkpoint chosen on ${VALID%%,*}" >&2
 value NUM_CLASSES num_classes
 value DROPOUT dropout
 value ATTENTION_DROPOUT attention_dropout
@@ -82,33 +96,22 @@ value CLIP_NORM clip_norm
 value LR_SCHEDULER lr_scheduler
 value LR lr
 value MAX_TOKENS max_tokens
-USES_R3F=0
-[[ "$CRITERION" == sentence_prediction_r3f ]] && USES_R3F=1
-r3f_configurations "$USES_R3F" value
-for NOISE in $NOISE_TYPES; do
-  for LAMBDA in $LAMBDAS; do
-    if [[ "$CRITERION" == sentence_prediction_r3f ]]; then
-      CONFIG=lambda${LAMBDA}_$NOISE
-      R3F_FLAGS=(--r3f-lambda "$LAMBDA" --noise-type "$NOISE" --eps "$EPS")
-    else
-      CONFIG=default R3F_FLAGS=()
-    fi
-    for SEED in $SEEDS; do
-      RUN_DIR=$SAVE_ROOT/$METHOD/$CONFIG/seed$SEED
-      META=$(printf '{"task": "XNLI", "method": "%s", "config": "%s", "seed": %s, "r3f_lambda": %s, "noise_type": "%s", "metric": "accuracy", "valid_subsets": "%s"}' \
-        "$METHOD" "$CONFIG" "$SEED" "$LAMBDA" "$NOISE" "$VALID")
-      run_one "$RUN_DIR" "$META" "${LAUNCH[@]}" "$DATA_DIR" \
-        --task sentence_prediction --num-classes "$NUM_CLASSES" --init-token 0 --separator-token 2 \
-        --max-positions "$MAX_POSITIONS" --shorten-method truncate "${MODEL_FLAGS[@]}" \
-        --criterion "$CRITERION" "${R3F_FLAGS[@]}" \
-        --dropout "$DROPOUT" --attention-dropout "$ATTENTION_DROPOUT" \
-        --weight-decay "$WEIGHT_DECAY" --optimizer adam --adam-betas "$ADAM_BETAS" \
-        --adam-eps "$ADAM_EPS" --clip-norm "$CLIP_NORM" \
-        --lr-scheduler "$LR_SCHEDULER" --lr "$LR" --total-num-update "$MAX_UPDATE" \
-        --warmup-updates "$WARMUP" --max-update "$MAX_UPDATE" \
-        --batch-size "$PER_GPU_BATCH" --max-tokens "$MAX_TOKENS" \
-        --valid-subset "$VALID" --best-checkpoint-metric accuracy --maximize-best-checkpoint-metric \
-        --seed "$SEED" --save-dir "$RUN_DIR" "${SHARED_FLAGS[@]}" "${DIST_FLAGS[@]}" "$@"
-    done
-  done
-done
+METRIC=accuracy METHOD_FLAGS=() TASK_FLAGS=()
+
+AXES=()
+if [[ "$METHOD" == std ]]; then
+  if [[ "$SWEEP" == 1 ]]; then value LR_GRID std_lr_grid; axis lr --lr lr "$(words "$LR_GRID")"
+  else axis lr --lr "!" "$LR"; fi
+  axis r3f_lambda "" "!" 0  # labels without a flag: no R3F term
+  axis noise_type "" "!" none
+else
+  axis r3f_lambda --r3f-lambda lambda "$LAMBDAS"
+  axis noise_type --noise-type "" "$NOISE_TYPES"
+  axis eps --eps "$(eps_name)" "$R3F_EPS"
+  axis lr --lr "!" "$LR"
+fi
+search_grid "$@"
+
+LABEL=$(printf '"task": "XNLI", "method": "%s", "metric": "accuracy", "valid_subsets": "%s", ' "$METHOD" "$VALID")
+LABEL+=$(printf '"batch_reading": "%s", "effective_batch": %s' "$BATCH_READING" "$EFFECTIVE_BATCH")
+sentence_prediction_runs "$DATA_DIR" "$SAVE_ROOT/$METHOD" "$LABEL" "$@"

@@ -110,7 +110,8 @@ def write_glue(root, n_train=48, n_dev=16, n_test=6, seed=0):
             write_tsv(os.path.join(d, name), header, rows)
             expected[task][split] = good
         write_tsv(os.path.join(d, "test.tsv"), test_header,
-                  [[k] * (len(test_header) - len(inputs_at)) + [sentence(rng) for _ in inputs_at] for k in range(n_test)])
+                  [[k] * (len(test_header) - len(inputs_at)) + [sentence(rng) for _ in inputs_at]
+                   for k in range(n_test)])
 
     standard("QNLI", ["index", "question", "sentence", "label"], ["index", "question", "sentence"], (1, 2), 3,
              ["entailment", "not_entailment"], lambda k, i, l: [k, i[0], i[1], l])
@@ -152,7 +153,8 @@ def env(**extra):
 def run_recipe(script, args, check=True, **variables):
     proc = subprocess.run([script] + list(args), capture_output=True, text=True, cwd=REPO, env=env(**variables))
     if check and proc.returncode != 0:
-        raise AssertionError(f"{script} {args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise AssertionError(
+            f"{script} {args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
 
 
@@ -295,7 +297,6 @@ def test_recipe_stops_before_running_when_inputs_are_missing(glue_data, tmp_path
         ({"DATA_DIR": str(tmp_path)}, ["RTE", "std"], "run preprocess/glue.py --tasks RTE first"),
         ({"DATA_DIR": glue_data["bin"], "TINY": 1}, ["WNLI", "r3f"], "unknown TASK WNLI"),
         ({"DATA_DIR": glue_data["bin"], "TINY": 1}, ["RTE", "mixout"], "unknown METHOD mixout"),
-        ({"DATA_DIR": glue_data["bin"], "TINY": 1, "SWEEP": 1}, ["RTE", "std"], "SWEEP=1"),
     ]
     for variables, args, message in cases:
         proc = run_recipe(GLUE_SH, args, check=False, SAVE_ROOT=save, **variables)
@@ -339,7 +340,8 @@ def test_dry_run_launch_lines_keep_the_papers_effective_batch(glue_data, tmp_pat
             assert int(flag(argv, "--distributed-world-size")) == world
             assert "--find-unused-parameters" in argv
             assert {"--fp16", "--fp16-init-scale", "--threshold-loss-scale"} <= set(argv)
-            assert flag(argv, "--restore-file") == str(model) and flag(argv, "--arch") == "roberta_sn_large"
+            assert flag(argv, "--finetune-from-model") == str(model) and flag(argv, "--arch") == "roberta_sn_large"
+            assert "--restore-file" not in argv and "--reset-optimizer" not in argv
             assert flag(argv, "--required-batch-size-multiple") == "1" and flag(argv, "--log-format") == "json"
             assert folder == f"{tmp_path}/{task}/r4f/lambda1.0_uniform/seed1"
             if program == "torchrun":
@@ -363,12 +365,14 @@ def test_methods_differ_as_documented(glue_data, tmp_path):
     argv = {m: dry_run_commands(run_recipe(GLUE_SH, ["RTE", m], **common).stdout)[0][1]
             for m in ("std", "std++", "r3f", "r4f")}
     # STD: RoBERTa's published RTE settings.
-    assert [flag(argv["std"], f) for f in ("--lr", "--max-update", "--warmup-updates", "--weight-decay", "--max-epoch")] \
+    std_flags = ("--lr", "--max-update", "--warmup-updates", "--weight-decay", "--max-epoch")
+    assert [flag(argv["std"], f) for f in std_flags] \
         == ["2e-5", "2036", "122", "0.1", "10"]
     assert int(flag(argv["std"], "--batch-size")) == 16
     # STD++, R3F, R4F: Table 5 and 6 (3120 updates, 6% warm-up = 187, as in the authors' RTE command).
     for m in ("std++", "r3f", "r4f"):
-        assert [flag(argv[m], f) for f in ("--lr", "--max-update", "--warmup-updates", "--weight-decay", "--adam-eps")] \
+        paper_flags = ("--lr", "--max-update", "--warmup-updates", "--weight-decay", "--adam-eps")
+        assert [flag(argv[m], f) for f in paper_flags] \
             == ["1e-5", "3120", "187", "0.01", "1e-6"]
         assert "--max-epoch" not in argv[m] and "--fp16" not in argv[m] and flag(argv[m], "--seed") == "3"
     assert flag(argv["std++"], "--criterion") == "sentence_prediction" and "--r3f-lambda" not in argv["std++"]
@@ -415,20 +419,20 @@ def glue_runs(glue_data, tmp_path_factory):
     common = {"DATA_DIR": glue_data["bin"], "TINY": 1, "SAVE_ROOT": save}
     # Kept small for the CPU (each fairseq-train start costs seconds): the seed loop over two seeds, a two-point
     # sweep (the full grid and the ten seeds are checked by dry run above; STD++ differs from STD only in the
-    # numbers checked there), and the tasks whose metrics or layouts differ. The trailing --no-save reaches
-    # fairseq-train (no checkpoint is needed here).
+    # numbers checked there), and the tasks whose metrics or layouts differ. Every run keeps its checkpoint, from
+    # which the recipe reads back what ran (identity.json), as the tables need.
     run_recipe(GLUE_SH, ["RTE", "std"], SEEDS="1 2", **common)
-    run_recipe(GLUE_SH, ["RTE", "r4f", "--no-save"], SEEDS="1", **common)
-    run_recipe(GLUE_SH, ["RTE", "r3f", "--no-save"], SEEDS="1", SWEEP=1, LAMBDAS="0.1", NOISE_TYPES="uniform normal",
-               **common)
+    run_recipe(GLUE_SH, ["RTE", "r4f"], SEEDS="1", **common)
+    run_recipe(GLUE_SH, ["RTE", "r3f"], SEEDS="1", SWEEP=1, LAMBDAS="0.1", NOISE_TYPES="uniform,normal", **common)
     for task in ("MNLI", "CoLA", "STS-B"):
-        run_recipe(GLUE_SH, [task, "r3f", "--no-save"], SEEDS="1", **common)
-    # The full (non-tiny) command line: --restore-file of a checkpoint and the --reset-* flags, fp32 on the
-    # CPU, with the tiny shape given as trailing overrides; the STD checkpoint above stands in for RoBERTa's.
+        run_recipe(GLUE_SH, [task, "r3f"], SEEDS="1", **common)
+    # The full (non-tiny) command line: --finetune-from-model of a checkpoint, fp32 on the CPU, with the tiny
+    # shape given as trailing overrides (the trailing --no-save reaches fairseq-train too); the STD checkpoint
+    # above stands in for RoBERTa's.
     full = tmp_path_factory.mktemp("full")
-    run_recipe(GLUE_SH, ["RTE", "r4f", "--arch", "roberta_sn_base", "--encoder-layers", "2", "--encoder-embed-dim", "32",
-                         "--encoder-ffn-embed-dim", "64", "--encoder-attention-heads", "2", "--max-positions", "64",
-                         "--cpu", "--num-workers", "0", "--max-update", "2", "--no-save"],
+    run_recipe(GLUE_SH, ["RTE", "r4f", "--arch", "roberta_sn_base", "--encoder-layers", "2", "--encoder-embed-dim",
+                         "32", "--encoder-ffn-embed-dim", "64", "--encoder-attention-heads", "2", "--max-positions",
+                         "64", "--cpu", "--num-workers", "0", "--max-update", "2", "--no-save"],
                DATA_DIR=glue_data["bin"], ROBERTA_PATH=save / "RTE/std/default/seed1/checkpoint_best.pt", FP16=0,
                SEEDS="1", SAVE_ROOT=full)
     out = save / "results"
@@ -455,8 +459,18 @@ def test_tiny_runs_cover_methods_seeds_and_the_sweep(glue_data, glue_runs):
         assert f"{meta['task']}/{meta['method']}/{meta['config']}/seed{meta['seed']}" == run
         records = _valid_records(folder)
         assert records["valid"] and records["train"][-1]["train_num_updates"] == 4.0
+        # what ran, read back from the checkpoint, and the versions it ran with
+        identity = json.load(open(folder / "identity.json"))
+        assert identity["mismatches"] == [] and identity["seed"] == meta["seed"]
+        assert identity["spectral_norm_head"] == (meta["method"] == "r4f")
+        criterion = "sentence_prediction" if meta["method"] == "std" else "sentence_prediction_r3f"
+        assert identity["criterion"] == criterion
+        versions = json.load(open(folder / "versions.json"))
+        assert versions["fairseq"] and versions["torch"] and "git_commit" in versions
+        assert meta["search"]["configurations"] == (2 if meta["method"] == "r3f" else 1)
         if meta["method"] in ("r3f", "r4f"):
             assert "train_symm_kl" in records["train"][-1]  # the R3F criterion ran
+            assert identity["r3f_lambda"] == meta["r3f_lambda"] and identity["noise_type"] == meta["noise_type"]
             assert f"--r3f-lambda {meta['r3f_lambda']}" in open(folder / "command.sh").read()
         else:
             assert "train_symm_kl" not in records["train"][-1]
@@ -477,7 +491,9 @@ def test_full_command_line_restores_the_checkpoint(glue_runs):
     assert "(out_proj): SpectralNormLinear" in log  # R4F's head
     records = _valid_records(folder)
     assert records["valid"] and records["train"][-1]["train_num_updates"] == 2.0
-    assert "--reset-optimizer --reset-dataloader --reset-meters" in open(folder / "command.sh").read()
+    assert f"--finetune-from-model {checkpoint}" in open(folder / "command.sh").read()
+    assert not (folder / "checkpoint_last.pt").exists() and not (folder / "identity.json").exists()  # --no-save
+    assert re.search(r"Loaded checkpoint \S+checkpoint_best.pt \(epoch \d+ @ 0 updates\)", log)  # the pretrained
 
 
 def test_results_table_and_figure_from_the_runs(glue_runs):
@@ -532,9 +548,232 @@ def test_adversarial_baselines_are_methods_of_the_recipe(glue_data, tmp_path):
     for m in ("smart", "freelb"):
         for f in ("--lr", "--max-update", "--warmup-updates", "--weight-decay", "--batch-size"):
             assert flag(argv[m], f) == flag(argv["std++"], f), (m, f)
-    # and they train, through the recipe, on the CPU
-    for method, logged in (("smart", "train_symm_kl"), ("freelb", "train_adv_loss")):
-        run_recipe(GLUE_SH, ["RTE", method, "--no-save"], DATA_DIR=glue_data["bin"], TINY=1, SEEDS="1",
+    # and they train, through the recipe, on the CPU; a setting given after METHOD is the run's label too
+    for method, extra, config, logged in (("smart", ["--smart-steps", "2"], "smart-steps2", "train_symm_kl"),
+                                          ("freelb", [], "default", "train_adv_loss")):
+        run_recipe(GLUE_SH, ["RTE", method] + extra, DATA_DIR=glue_data["bin"], TINY=1, SEEDS="1",
                    SAVE_ROOT=tmp_path / "tiny", FP16=0)
-        records = _valid_records(tmp_path / "tiny" / "RTE" / method / "default" / "seed1")
+        folder = tmp_path / "tiny" / "RTE" / method / config / "seed1"
+        records = _valid_records(folder)
         assert records["train"][-1]["train_num_updates"] == 4.0 and logged in records["train"][-1]
+        label, identity = (json.load(open(folder / name)) for name in ("run.json", "identity.json"))
+        assert identity["mismatches"] == []
+        for key in ("smart_steps", "smart_eps", "freelb_steps", "freelb_max_norm"):
+            if key.startswith(method):
+                assert label[key] == identity[key], key
+    assert label["freelb_max_norm"] == float("inf")
+    assert json.load(open(tmp_path / "tiny/RTE/smart/smart-steps2/seed1/run.json"))["smart_steps"] == 2
+    proc = run_recipe(GLUE_SH, ["RTE", "smart", "--smart-lambda", "2"], check=False, SWEEP=1, **common)
+    assert proc.returncode == 2 and "overrides a setting SWEEP=1 searches (smart_lambda" in proc.stderr
+
+
+# ---------------------------------------------------------------- resume, identity, refused overrides
+
+def test_an_interrupted_run_resumes_from_its_own_checkpoint(glue_data, glue_runs, tmp_path):
+    """SIGKILL after the first saved checkpoint, then the same command again: the relaunch loads the run's own
+    checkpoint_last.pt (not the pretrained model), finishes, and the table equals an uninterrupted run's."""
+    import signal
+    import time
+
+    pretrained = glue_runs["save"] / "RTE/std/default/seed1/checkpoint_best.pt"
+    args = ["RTE", "std++", "--arch", "roberta_base", "--encoder-layers", "2", "--encoder-embed-dim", "32",
+            "--encoder-ffn-embed-dim", "64", "--encoder-attention-heads", "2", "--max-positions", "64", "--cpu",
+            "--num-workers", "0", "--max-update", "300", "--save-interval-updates", "25", "--save-interval", "1000",
+            "--validate-interval", "1000", "--log-interval", "1"]
+    variables = {"DATA_DIR": glue_data["bin"], "ROBERTA_PATH": pretrained, "FP16": 0, "SEEDS": "1"}
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    run_dir = killed / "RTE/std++/default/seed1"
+    proc = subprocess.Popen([GLUE_SH] + args, cwd=REPO, env=env(SAVE_ROOT=killed, **variables),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        log = run_dir / "train.log"
+        while "Saved checkpoint" not in (open(log).read() if log.exists() else ""):
+            assert proc.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert (run_dir / "checkpoint_last.pt").exists() and not (run_dir / "done").exists()
+
+    run_recipe(GLUE_SH, args, SAVE_ROOT=killed, **variables)
+    launches = open(run_dir / "train.log").read().split(" start\n")[1:]
+    assert len(launches) == 2
+    assert f"Loaded checkpoint {pretrained} (epoch" in launches[0] and "@ 0 updates)" in launches[0]
+    resumed = re.search(r"Loaded checkpoint (\S+) \(epoch \d+ @ (\d+) updates\)", launches[1])
+    assert resumed and resumed.group(1) == str(run_dir / "checkpoint_last.pt") and int(resumed.group(2)) > 0
+    assert "loading pretrained model" not in launches[1]
+    assert (run_dir / "done").exists() and _valid_records(run_dir)["train"][-1]["train_num_updates"] == 300.0
+
+    run_recipe(GLUE_SH, args, SAVE_ROOT=clean, **variables)
+    tables = []
+    for root in (killed, clean):
+        proc = subprocess.run([PYTHON, "-m", "fairseq_r3f.evaluation.results", "glue", str(root), "--out",
+                               str(root / "results")], capture_output=True, text=True, cwd=REPO, env=env())
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        tables.append(open(root / "results" / "table2.md").read())
+    assert tables[0] == tables[1] and "RTE" in tables[0]
+
+
+def _refusal(args, recipe=GLUE_SH, **variables):
+    proc = run_recipe(recipe, args, check=False, **variables)
+    assert proc.returncode == 2 and proc.stdout == "", (args, proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), (args, proc.stderr)
+    return lines[0]
+
+
+def test_overrides_that_change_the_method_are_refused(glue_data, tmp_path):
+    common = {"DATA_DIR": glue_data["bin"], "ROBERTA_PATH": __file__, "DRY_RUN": 1, "SEEDS": "1", "FP16": 0,
+              "SAVE_ROOT": tmp_path}
+    refused = [
+        (["RTE", "r4f", "--arch", "roberta_base"],
+         "--arch roberta_base drops R4F's spectrally normalised head: use --arch roberta_sn_base, or METHOD r3f"),
+        (["RTE", "r4f", "--arch=roberta_large"], "use --arch roberta_sn_large, or METHOD r3f"),
+        (["RTE", "r3f", "--arch", "roberta_sn_large"], "use --arch roberta_large, or METHOD r4f"),
+        (["RTE", "std++", "--arch", "roberta_sn_base"], "--arch roberta_sn_base adds R4F's spectrally normalised head"),
+        (["RTE", "r3f", "--spectral-norm-classification-head"], "use METHOD r4f"),
+        (["RTE", "r3f", "--criterion", "sentence_prediction"], "--criterion sentence_prediction is not r3f's"),
+        (["RTE", "std", "--criterion", "sentence_prediction_r3f"], "use METHOD r3f"),
+        (["RTE", "smart", "--criterion", "sentence_prediction_freelb"], "use METHOD freelb"),
+        (["RTE", "freelb", "--task", "sentence_prediction"], "--task sentence_prediction is not freelb's"),
+        (["RTE", "r3f", "--r3f-lambda", "0.5"], "--r3f-lambda 0.5 contradicts the run's label (R3F_LAMBDA: 1.0): "
+                                                 "set R3F_LAMBDA=0.5 instead"),
+        (["RTE", "r4f", "--noise-type", "normal"], "set NOISE_TYPE=normal instead"),
+        (["RTE", "r3f", "--eps", "1e-4"], "set R3F_EPS=1e-4 instead"),
+        (["RTE", "std++", "--r3f-lambda", "1.0"], "std++ has no R3F term: use METHOD r3f (or r4f) with R3F_LAMBDA=1.0"),
+    ]
+    for args, message in refused:
+        assert message in _refusal(args, **common), args
+    proc = run_recipe(GLUE_SH, ["RTE", "r3f", "--r3f-lambda", "0.5"], check=False, SWEEP=1, **common)
+    assert proc.returncode == 2 and "set LAMBDAS=0.5 instead" in proc.stderr
+    # overrides that keep the method pass, and reach fairseq-train last
+    allowed = [["RTE", "r4f", "--arch", "roberta_sn_base"], ["RTE", "r3f", "--arch", "roberta_base"],
+               ["RTE", "r3f", "--r3f-lambda", "1", "--noise-type", "uniform", "--eps", "0.00001"],
+               ["RTE", "freelb", "--task", "sentence_prediction_freelb", "--max-update", "10"]]
+    for args in allowed:
+        [(_, argv)] = dry_run_commands(run_recipe(GLUE_SH, args, **common).stdout)
+        assert argv[-len(args) + 2:] == args[2:]
+    # R3F_EPS changes the configuration's folder and label
+    [(folder, argv)] = dry_run_commands(run_recipe(GLUE_SH, ["RTE", "r3f"], R3F_EPS="1e-4", **common).stdout)
+    assert folder.endswith("lambda1.0_uniform_eps1e-4/seed1") and flag(argv, "--eps") == "1e-4"
+
+
+def test_environment_numbers_must_be_finite(glue_data, tmp_path):
+    common = {"DATA_DIR": glue_data["bin"], "ROBERTA_PATH": __file__, "DRY_RUN": 1, "SEEDS": "1", "FP16": 0,
+              "SAVE_ROOT": tmp_path}
+    cases = [({"R3F_LAMBDA": "nan"}, "R3F_LAMBDA"), ({"R3F_LAMBDA": "inf"}, "R3F_LAMBDA"),
+             ({"R3F_LAMBDA": "-1"}, "R3F_LAMBDA"), ({"SWEEP": 1, "LAMBDAS": "0.1 NaN"}, "LAMBDAS"),
+             ({"R3F_EPS": "inf"}, "R3F_EPS"), ({"R3F_EPS": "1e-5x"}, "R3F_EPS"), ({"SEEDS": "1 two"}, "SEEDS"),
+             ({"TINY_UPDATES": "nan"}, "TINY_UPDATES"), ({"NGPUS": "inf"}, "NGPUS"),
+             ({"NNODES": "0"}, "NNODES"), ({"UPDATE_FREQ": "1.5"}, "UPDATE_FREQ"),
+             ({"MASTER_PORT": "x"}, "MASTER_PORT"),
+             ({"SWEEP": 1, "SWEEP_SIZE": "nan"}, "SWEEP_SIZE")]
+    for variables, name in cases:
+        proc = run_recipe(GLUE_SH, ["RTE", "r3f"], check=False, **{**common, **variables})
+        assert proc.returncode == 2 and proc.stdout == "", variables
+        first = proc.stderr.splitlines()[0]
+        assert first.startswith(f"error: {name}") and re.search("finite|integer", first), (variables, proc.stderr)
+
+
+def test_fp16_without_a_gpu_stops_before_launching(glue_data, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: FP16=1 is valid here")
+    common = {"DATA_DIR": glue_data["bin"], "ROBERTA_PATH": __file__, "SEEDS": "1", "SAVE_ROOT": tmp_path / "runs"}
+    line = _refusal(["RTE", "r3f"], **common)
+    assert "FP16=0" in line and "GPU" in line
+    assert not (tmp_path / "runs").exists()
+    proc = run_recipe(GLUE_SH, ["RTE", "r3f"], DRY_RUN=1, **common)  # a dry run prints, with a note
+    [(_, argv)] = dry_run_commands(proc.stdout)
+    assert "--fp16" in argv and "note: FP16=1 needs a CUDA GPU" in proc.stderr
+
+
+# ---------------------------------------------------------------- equal search budgets, the batch reading
+
+# Published grids (sources in fairseq_r3f/hparams/glue.tsv): SMART (Jiang et al., 2020) lambda_s and lr.
+SMART_GRID = {"smart_lambda_grid": [1, 3, 5], "smart_lr_grid": [1e-5, 2e-5, 3e-5, 5e-5]}
+
+
+def test_every_method_sweeps_its_own_grid_with_the_same_budget(glue_data, tmp_path):
+    glue = read_hparams("glue.tsv")
+    grid = {name: [float(v) for v in row["value"].split(",")] for name, row in glue.items() if name.endswith("_grid")
+            and name != "noise_type_grid"}
+    assert all(glue[name]["source"].strip() for name in grid)  # every grid says where it comes from
+    for name, values in SMART_GRID.items():
+        assert grid[name] == values, name
+    common = {"DATA_DIR": glue_data["bin"], "ROBERTA_PATH": __file__, "DRY_RUN": 1, "SEEDS": "1 2", "FP16": 0,
+              "SAVE_ROOT": tmp_path, "SWEEP": 1}
+    settings = {"std": ["--lr"], "std++": ["--lr"], "r3f": ["--r3f-lambda", "--noise-type"],
+                "r4f": ["--r3f-lambda", "--noise-type"], "smart": ["--smart-lambda", "--lr"],
+                "freelb": ["--freelb-steps", "--freelb-step-size", "--freelb-init-mag", "--freelb-max-norm"]}
+    sizes = {}
+    for method, flags in settings.items():
+        commands = dry_run_commands(run_recipe(GLUE_SH, ["RTE", method], **common).stdout)
+        configurations = {tuple(flag(argv, f) for f in flags) for _, argv in commands}
+        assert len({folder for folder, _ in commands}) == len(commands) == 2 * len(configurations)
+        sizes[method] = len(configurations)
+        if method in ("std", "std++"):
+            assert sorted(float(lr) for (lr,) in configurations) == grid["std_lr_grid"]
+        if method == "smart":
+            assert {(float(a), float(b)) for a, b in configurations} < {
+                (a, b) for a in grid["smart_lambda_grid"] for b in grid["smart_lr_grid"]}  # 8 of 12
+        if method == "freelb":
+            assert {tuple(map(float, c)) for c in configurations} == {
+                (a, b, c, d) for a in grid["freelb_steps_grid"] for b in grid["freelb_step_size_grid"]
+                for c in grid["freelb_init_mag_grid"] for d in grid["freelb_max_norm_grid"]}
+    assert set(sizes.values()) == {int(glue["sweep_size"]["value"])} == {8}
+    for method in settings:  # SWEEP_SIZE caps every method alike
+        commands = dry_run_commands(run_recipe(GLUE_SH, ["RTE", method], SWEEP_SIZE=3, **common).stdout)
+        assert len(commands) == 3 * 2, method
+
+
+def test_a_sweep_records_its_search_and_reports_progress(glue_data, tmp_path):
+    proc = run_recipe(GLUE_SH, ["RTE", "std++"], DATA_DIR=glue_data["bin"], TINY=1, SEEDS="1", SWEEP=1, SWEEP_SIZE=2,
+                      SAVE_ROOT=tmp_path)
+    glue = read_hparams("glue.tsv")
+    lrs = glue["std_lr_grid"]["value"].split(",")
+    folders = sorted((tmp_path / "RTE/std++").iterdir())
+    assert [f.name for f in folders] == sorted(f"lr{lrs[k * len(lrs) // 2]}" for k in range(2))
+    for folder in folders:
+        meta = json.load(open(folder / "seed1/run.json"))
+        assert meta["search"]["configurations"] == 2 and meta["search"]["grid"]["lr"] == [float(x) for x in lrs]
+        assert meta["lr"] == float(folder.name[2:]) and meta["method"] == "std++"
+        assert f"--lr {folder.name[2:]}" in open(folder / "seed1/command.sh").read()
+    progress = [line for line in proc.stderr.splitlines() if line.startswith("run ")]
+    assert len(progress) == 2
+    assert re.fullmatch(r"run 1 of 2: \S+/RTE/std\+\+/lr\S+/seed1 \(elapsed \dh\d\dm\d\ds, ETA unknown\)", progress[0])
+    assert re.fullmatch(r"run 2 of 2: \S+ \(elapsed \dh\d\dm\d\ds, ETA \dh\d\dm\d\ds\)", progress[1])
+
+
+def test_batch_reading_per_gpu_and_the_epochs_table_in_the_docs(glue_data, tmp_path):
+    tasks = read_hparams("glue_tasks.tsv")
+    common = {"DATA_DIR": glue_data["bin"], "ROBERTA_PATH": __file__, "DRY_RUN": 1, "SEEDS": "1", "FP16": 0,
+              "SAVE_ROOT": tmp_path}
+    proc = run_recipe(GLUE_SH, ["MNLI", "std++"], BATCH_READING="per_gpu", NGPUS=4, **common)
+    [(_, argv)] = dry_run_commands(proc.stdout)
+    assert flag(argv, "--batch-size") == "8" and flag(argv, "--distributed-world-size") == "4"
+    assert "effective batch 32 = 4 GPU(s) x 8" in proc.stderr and "at most 10.09 epochs" in proc.stderr
+    proc = run_recipe(GLUE_SH, ["MNLI", "std++"], **common)
+    assert "effective batch 8 = 1 GPU(s) x 8" in proc.stderr and "at most 2.52 epochs" in proc.stderr
+    proc = run_recipe(GLUE_SH, ["RTE", "r3f"], check=False, BATCH_READING="sum", **common)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: BATCH_READING=sum: choose effective or per_gpu")
+    # docs/glue_xnli.md's table of epochs: recomputed from the tables
+    docs = open(os.path.join(REPO, "docs", "glue_xnli.md")).read()
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in docs.split("<!-- epochs -->")[1].splitlines() if line.startswith("| ") and "---" not in line}
+    assert set(tasks) <= set(rows)
+    for task, row in tasks.items():
+        n = int(row["train_size"])
+        std = min(int(row["std_max_update"]) * int(row["std_batch_size"]) / n, 10)
+        std_pp = int(row["max_update"]) * int(row["batch_size"]) / n
+        gpus = round(10 * n / (int(row["max_update"]) * int(row["batch_size"])))
+        assert rows[task] == [f"{n}", f"{std:.1f}", f"{std_pp:.1f}", f"{gpus}", f"{std_pp * gpus:.1f}"], task
+
+
+def test_one_sentence_prediction_command_for_glue_and_xnli():
+    recipes = {name: open(os.path.join(REPO, "recipes", name)).read() for name in ("common.sh", "glue.sh", "xnli.sh")}
+    for flag_name in ("--init-token", "--best-checkpoint-metric", "--total-num-update"):
+        assert [name for name, text in recipes.items() if flag_name in text] == ["common.sh"], flag_name
+    assert "sentence_prediction_runs" in recipes["glue.sh"] and "sentence_prediction_runs" in recipes["xnli.sh"]

@@ -5,7 +5,6 @@ per-language table of fairseq_r3f.evaluation.results for the trained checkpoint.
 import json
 import os
 import random
-import re
 import subprocess
 
 import pytest
@@ -40,14 +39,16 @@ def xnli(tmp_path_factory):
     train = [(words_for("en", rng, rng.randint(3, 8)), words_for("en", rng, rng.randint(3, 8)), rng.choice(NLI))
              for _ in range(40)]
     write_tsv(mnli / "train.tsv", MNLI_TRAIN,
-              [[k, k, k, "fiction", "x", "y", "x", "y", s1, s2, label, label] for k, (s1, s2, label) in enumerate(train)])
+              [[k, k, k, "fiction", "x", "y", "x", "y", s1, s2, label, label]
+               for k, (s1, s2, label) in enumerate(train)])
     xnli_dir = root / "XNLI-1.0"
     xnli_dir.mkdir()
     expected = {}
     for split in ("dev", "test"):
         rows = []
         for lang in LANGUAGES:
-            examples = [(words_for(lang, rng, 4), words_for(lang, rng, 3), rng.choice(NLI)) for _ in range(PER_LANGUAGE)]
+            examples = [(words_for(lang, rng, 4), words_for(lang, rng, 3), rng.choice(NLI))
+                        for _ in range(PER_LANGUAGE)]
             expected[(split, lang)] = examples
             rows += [[lang, label, "x", "y", "x", "y", s1, s2, k, k, "travel", label, label, label, label, label,
                       s1, s2, "True"] for k, (s1, s2, label) in enumerate(examples)]
@@ -131,7 +132,7 @@ def test_recipe_checks_inputs_and_launch_lines(xnli, tmp_path):
     assert flag(argv, "--valid-subset") == ",".join(f"valid_{lang}" for lang in LANGUAGES)
     assert [flag(argv, f) for f in ("--lr", "--max-update", "--warmup-updates", "--adam-eps", "--max-tokens")] \
         == ["3e-05", "450000", "27000", "1e-8", "4400"]
-    assert flag(argv, "--restore-file") == __file__
+    assert flag(argv, "--finetune-from-model") == __file__ and "--restore-file" not in argv
 
 
 def test_tiny_run_and_table_3(xnli, tmp_path):
@@ -144,6 +145,9 @@ def test_tiny_run_and_table_3(xnli, tmp_path):
     for lang in LANGUAGES:  # every language validated during training
         assert f"valid_{lang}_accuracy" in records[f"valid_{lang}"][-1], lang
     assert "train_symm_kl" in records["train"][-1]
+    identity = json.load(open(run_dir / "identity.json"))  # what ran, read back from the checkpoint
+    assert identity["spectral_norm_head"] and identity["criterion"] == "sentence_prediction_r3f"
+    assert identity["mismatches"] == [] and json.load(open(run_dir / "run.json"))["task"] == "XNLI"
 
     out = tmp_path / "table"
     proc = subprocess.run(
@@ -162,3 +166,24 @@ def test_tiny_run_and_table_3(xnli, tmp_path):
     assert float(cells[-1].rstrip(" |")) == pytest.approx(sum(scores.values()) / 15, abs=0.051)
     possible = [round(100 * k / PER_LANGUAGE, 1) for k in range(PER_LANGUAGE + 1)]
     assert all(min(abs(v - p) for p in possible) < 0.051 for v in scores.values())
+
+
+def test_languages_take_commas_or_spaces_and_std_sweeps_as_many_configurations(xnli, tmp_path):
+    common = {"DATA_DIR": xnli["bin"], "XLMR_PATH": __file__, "DRY_RUN": 1, "SEEDS": "1", "FP16": 0,
+              "SAVE_ROOT": tmp_path}
+    for languages in ("en,fr es", "en, fr,es", "en fr es"):
+        [(_, argv)] = dry_run_commands(run_recipe(XNLI_SH, ["r3f"], LANGUAGES=languages, **common).stdout)
+        assert flag(argv, "--valid-subset") == "valid_en,valid_fr,valid_es", languages
+    sizes = {}
+    for method in ("std", "r3f", "r4f"):
+        commands = dry_run_commands(run_recipe(XNLI_SH, [method], SWEEP=1, **common).stdout)
+        sizes[method] = len(commands)
+    assert sizes == {"std": 8, "r3f": 8, "r4f": 8}
+    ours = read_hparams("xnli.tsv")
+    commands = dry_run_commands(run_recipe(XNLI_SH, ["std"], SWEEP=1, **common).stdout)
+    assert [float(flag(a, "--lr")) for _, a in commands] == [float(x) for x in ours["std_lr_grid"]["value"].split(",")]
+    assert "use --arch roberta_sn_large, or METHOD r3f" in run_recipe(
+        XNLI_SH, ["r4f", "--arch", "roberta_large"], check=False, **common).stderr
+    proc = run_recipe(XNLI_SH, ["r3f"], check=False, R3F_LAMBDA="inf", **common)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: R3F_LAMBDA")
+
