@@ -7,11 +7,15 @@ we add to torch's allow-list exactly the classes fairseq checkpoints hold beside
 
 import argparse
 
+import numpy
 import torch
 
 # Found in the checkpoints fairseq writes, and in the published RoBERTa, XLM-R and BART model.pt files
-# (their training arguments are an argparse.Namespace under "args").
-FAIRSEQ_CHECKPOINT_GLOBALS = [argparse.Namespace]
+# (their training arguments are an argparse.Namespace under "args"). A regression task's best score (STS-B's
+# Pearson, from scipy) is a numpy float64: it pickles as a numpy scalar of its dtype.
+_NUMPY_CORE = numpy._core if hasattr(numpy, "_core") else numpy.core  # numpy 2 renamed numpy.core
+FAIRSEQ_CHECKPOINT_GLOBALS = [argparse.Namespace, _NUMPY_CORE.multiarray.scalar, numpy.dtype,
+                              type(numpy.dtype(numpy.float64))]
 
 
 def allow_fairseq_checkpoints() -> None:
