@@ -226,3 +226,22 @@ def test_a_plugin_task_without_counterpart_is_refused(r4f):
     state["cfg"] = {**state["cfg"], "task": {**state["cfg"]["task"], "_name": "sentence_prediction_probe"}}
     with pytest.raises(export.ExportError, match="the task 'sentence_prediction_probe' is the plugin's and has no"):
         export.export(state)
+
+
+def test_legacy_args_checkpoint_exports_to_cfg(toy_task, r4f, tmp_path):
+    """Old-style checkpoints keep their settings as an argparse.Namespace under "args" and no "cfg"."""
+    from fairseq import options
+
+    state = torch.load(r4f[0], map_location="cpu")
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(parser, train_args(toy_task, "/nonexistent", arch="roberta_sn_base"))
+    legacy = tmp_path / "legacy.pt"
+    torch.save({**state, "args": args, "cfg": None}, legacy)
+    out = exported(str(legacy), tmp_path / "plain.pt")
+    exported_state = torch.load(out, map_location="cpu")
+    assert exported_state["args"] is None
+    assert exported_state["cfg"]["model"]["arch"] == "roberta_base"
+    assert exported_state["cfg"]["criterion"]["_name"] == "sentence_prediction"
+    _, plain = plain_fairseq(tmp_path, "validate", *validate_args(toy_task, out, "sentence_prediction"))
+    _, original = plain_fairseq(tmp_path, "validate", *validate_args(toy_task, r4f[1], "sentence_prediction"))
+    assert plain["valid"][0]["valid_loss"] == original["valid"][0]["valid_loss"]
