@@ -195,3 +195,21 @@ def test_tiny_mode_sets_the_tiny_cpu_model(tmp_path, glue_root):
                          "--total-num-update 3", "--warmup-updates 1", "--cpu"):
             assert expected in command
         assert command.index("--max-positions 64") > command.index("--max-positions 512")  # overrides the table
+
+
+def test_smart_runs_the_values_of_the_table(tmp_path, glue_root):
+    from fairseq_r3f.tools import read_table
+
+    dry = run_in_process_output("--data-root", glue_root, "--work-dir", tmp_path, "--probe-tasks", "QNLI",
+                                "--methods", "smart", "--dry-run")
+    finetune = re.search(r"smart/seed1/finetune-SST-2\n(.*)", dry).group(1)
+    table = read_table("glue.tsv")
+    for name in ("lambda", "steps", "step_size", "eps", "init", "norm"):
+        assert f" --smart-{name.replace('_', '-')} {table['smart_' + name]['value']}" in finetune
+
+
+def test_inf_passes_where_it_has_a_meaning(tmp_path, glue_root):
+    dry = run_in_process_output("--data-root", glue_root, "--work-dir", tmp_path, "--probe-tasks", "QNLI",
+                                "--methods", "freelb", "--method", "freelb=--criterion sentence_prediction_freelb "
+                                "--freelb-max-norm inf", "--tiny", "--dry-run")
+    assert "--freelb-max-norm inf" in dry  # an unconstrained FreeLB ball

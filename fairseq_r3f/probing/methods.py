@@ -56,13 +56,20 @@ def sn_arch(arch: str) -> str:
     )
 
 
+# SMART's options whose single-run values glue.tsv gives (smart_lambda, ...), as recipes/glue.sh passes them.
+SMART_OPTIONS = ("lambda", "steps", "step_size", "eps", "init", "norm")
+
+
 def builtin_methods(shared: Dict[str, str]) -> Dict[str, Method]:
     """The paper's methods. STD++ is the paper's budget and optimiser with the plain cross-entropy; R3F and
-    R4F take lambda, noise type and eps from fairseq_r3f/hparams/glue.tsv; SMART its criterion's defaults."""
+    R4F take lambda, noise type and eps from fairseq_r3f/hparams/glue.tsv, SMART its smart_* values (a
+    --hparams table without them leaves the criterion's defaults)."""
     r3f = ["--r3f-lambda", shared["r3f_lambda"], "--noise-type", shared["noise_type"], "--eps", shared["eps"]]
+    smart = [item for name in SMART_OPTIONS if f"smart_{name}" in shared
+             for item in (f"--smart-{name.replace('_', '-')}", shared[f"smart_{name}"])]
     return {
         "std++": Method("std++", "sentence_prediction", builtin=True),
-        "smart": Method("smart", "sentence_prediction_smart", builtin=True),
+        "smart": Method("smart", "sentence_prediction_smart", smart, builtin=True),
         "r3f": Method("r3f", "sentence_prediction_r3f", r3f, builtin=True),
         "r4f": Method("r4f", "sentence_prediction_r3f", r3f, spectral_norm_head=True, builtin=True),
     }

@@ -305,10 +305,11 @@ class Experiment:
         identity = runs.identity(checkpoint)
         if self.methods[method].builtin:
             label = {"method": method, "seed": int(method_defs.flag_value(args, "--seed"))}
-            for key_name in ("r3f_lambda", "noise_type", "eps"):
-                value = method_defs.flag_value(args, "--" + key_name.replace("_", "-"))
+            settings = {flag[2:].split("=")[0] for flag in args if flag.startswith(("--smart-", "--freelb-"))}
+            for name in sorted(settings | {"r3f-lambda", "noise-type", "eps"}):
+                value = method_defs.flag_value(args, "--" + name)
                 if value is not None:
-                    label[key_name] = value
+                    label[name.replace("-", "_")] = value
             problems = runs.label_mismatches(label, identity)
             if problems:
                 raise StepFailed(f"step {key} did not run method {method}: {'; '.join(problems)} (its checkpoint "
@@ -357,9 +358,14 @@ def tiny_flags(updates: int) -> List[str]:
             "--cpu", "--num-workers", "0", "--log-interval", "1"]
 
 
+# Flags where inf has a documented meaning (an unconstrained FreeLB ball).
+INF_ALLOWED = ("--freelb-max-norm",)
+
+
 def check_finite(args: Sequence[str], key: str) -> None:
     """Stops on a fairseq-train flag whose value is NaN or infinite (``--lr nan``, ``--r3f-lambda=inf``): fairseq
-    would take it and train on it."""
+    takes most of them and trains on them. The plugin's own options are checked again by the criterions
+    (fairseq_r3f/options.py); this check also covers fairseq's and stops before the first run."""
     for i, flag in enumerate(args):
         if not flag.startswith("--"):
             continue
@@ -372,7 +378,7 @@ def check_finite(args: Sequence[str], key: str) -> None:
             number = float(value)
         except ValueError:
             continue
-        if not math.isfinite(number):
+        if math.isnan(number) or (math.isinf(number) and name not in INF_ALLOWED):
             raise SystemExit(f"error: {name} {value} (in the flags of step {key}): give a finite number")
 
 
