@@ -3,7 +3,7 @@ r"""A fine-tuned checkpoint for plain fairseq: no ``--user-dir``, no plugin inst
     python -m fairseq_r3f.export RUN_DIR/checkpoint_best.pt model.pt
     python -m fairseq_r3f.export checkpoint_last.pt model.pt --keep-optimizer --force
 
-What changes (the encoder weights are copied untouched):
+What changes (every other weight is copied as it is; docs/export.md has the details):
 - R4F heads: every spectrally normalised matrix is replaced by the matrix the model applies at evaluation,
   W / sigma with sigma = u^T W v from the stored power-iteration vector u (computed by the plugin's own
   layer, so logits are identical); the ``u`` buffers go. A head normalised by fairseq's own

@@ -245,3 +245,19 @@ def test_legacy_args_checkpoint_exports_to_cfg(toy_task, r4f, tmp_path):
     _, plain = plain_fairseq(tmp_path, "validate", *validate_args(toy_task, out, "sentence_prediction"))
     _, original = plain_fairseq(tmp_path, "validate", *validate_args(toy_task, r4f[1], "sentence_prediction"))
     assert plain["valid"][0]["valid_loss"] == original["valid"][0]["valid_loss"]
+
+
+def test_every_plugin_criterion_and_task_becomes_its_parent(r4f):
+    cfg = export.load_checkpoint(r4f[0])["cfg"]
+    seq2seq = {"_name": "label_smoothed_cross_entropy_r3f", "label_smoothing": 0.1, "ignore_prefix_size": 0,
+               "r3f_lambda": 0.01, "eps": 1e-5, "noise_type": "normal", "r3f_kl_normalization": "sentence"}
+    plain = export.plain_config({**cfg, "criterion": seq2seq})["criterion"]
+    assert plain == {"_name": "label_smoothed_cross_entropy", "label_smoothing": 0.1, "ignore_prefix_size": 0}
+    freelb = {**cfg["criterion"], "_name": "sentence_prediction_freelb", "freelb_steps": 2}
+    smart = {**cfg["criterion"], "_name": "sentence_prediction_smart", "smart_lambda": 1.0}
+    for criterion in (freelb, smart):
+        plain = export.plain_config({**cfg, "criterion": criterion, "task": {
+            **cfg["task"], "_name": "sentence_prediction_freelb"}})
+        assert plain["criterion"]["_name"] == plain["task"]["_name"] == "sentence_prediction"
+        assert not {"freelb_steps", "smart_lambda", "r3f_lambda"} & set(plain["criterion"])
+        assert plain["criterion"]["classification_head_name"] == HEAD
