@@ -92,21 +92,22 @@ def strip_tags(pairs: Pairs, where: str, report: Dict) -> Pairs:
         if source_tag is None:
             kept.append((source, target))
         elif source_tag in KEEP_TEXT_TAGS:
-            kept.append(tuple(re.sub(rf"</?{source_tag}>", " ", side, flags=re.IGNORECASE) for side in (source, target)))
+            tags = re.compile(rf"</?{source_tag}>", re.IGNORECASE)
+            kept.append((tags.sub(" ", source), tags.sub(" ", target)))
         else:
             dropped[source_tag] = dropped.get(source_tag, 0) + 1
     return kept
 
 
 def read_segments(path: str) -> List[Tuple[str, str]]:
-    """(id, text) of each <seg id=...> line of an IWSLT xml file, entities unescaped."""
+    """(id, text) of each <seg id=...> line of an IWSLT xml file, entities unescaped, whitespace-normalised."""
     from xml.sax.saxutils import unescape
 
     segments = []
     for line in read_lines(path):
         match = _SEG.search(line)
         if match:
-            segments.append((match.group(1), unescape(match.group(2), {"&quot;": '"', "&apos;": "'"})))
+            segments.append((match.group(1), clean(unescape(match.group(2), {"&quot;": '"', "&apos;": "'"}))))
     return segments
 
 

@@ -1,0 +1,273 @@
+r"""From translation checkpoints to detokenised BLEU with sacrebleu, and a table over methods and seeds.
+
+    python -m fairseq_r3f.evaluation.bleu --config iwslt14_de_en --data-bin OUT/bin \
+        --references OUT/raw/test.en --checkpoint RUN/checkpoint_best.pt [--output-dir EVAL] [-- generate flags]
+    python -m fairseq_r3f.evaluation.bleu --config iwslt14_de_en --data-bin OUT/bin \
+        --references OUT/raw/test.en --runs SAVE_ROOT
+    python -m fairseq_r3f.evaluation.bleu --hypotheses FILE --references FILE
+
+Generation runs ``fairseq-generate`` on the test set (this plugin's ``--user-dir``, the CONFIG's task, languages
+and decoding settings from fairseq_r3f/hparams/translation.tsv, ``--remove-bpe sentencepiece``); its whole
+output goes to EVAL/generate-test.txt, a progress bar to the terminal. Each hypothesis is matched to its
+reference by the sample id of its ``H-<id>`` line (fairseq prints them in batch order, not test-set order) and
+written in test-set order to EVAL/test.hyp; an id with no hypothesis is an error. mBART's target-language tag
+([ro_RO]) is removed. BLEU is sacrebleu's corpus BLEU of that detokenised text against the raw references
+(OUT/raw/test.TGT of preprocess/translation.py), printed with sacrebleu's signature, saved in EVAL/bleu.json.
+
+``--runs SAVE_ROOT`` scores the checkpoint_best.pt of every run folder recipes/translation.sh wrote under
+SAVE_ROOT (into RUN/bleu-test/; a run scored after its checkpoint was last written is not generated again)
+and writes SAVE_ROOT/bleu-test.md and .json: BLEU per method and configuration, mean and standard deviation
+over seeds, every seed's score.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional, Sequence
+
+from fairseq_r3f.preprocess.files import DataError, read_lines
+from fairseq_r3f.tools import USER_DIR, fairseq_command, read_table
+
+METHOD_ORDER = ("std", "r3f", "drop")
+
+
+class EvaluationError(Exception):
+    pass
+
+
+def settings_for(config: str) -> Dict[str, str]:
+    table = read_table("translation.tsv")
+    configs = list(table["arch"])[1:-1]  # the columns between the row name and where a value comes from
+    if config not in configs:
+        raise EvaluationError(f"unknown --config {config!r}: choose one of {', '.join(configs)}")
+    return {name: row[config] for name, row in table.items()}
+
+
+def score(hypotheses: Sequence[str], references: Sequence[str], tokenize: str = "13a") -> Dict:
+    """sacrebleu's corpus BLEU (one reference per sentence) with its signature."""
+    from sacrebleu.metrics import BLEU
+
+    if len(hypotheses) != len(references):
+        raise EvaluationError(f"{len(hypotheses)} hypotheses but {len(references)} references: they must align")
+    if not references:
+        raise EvaluationError("nothing to score: no references")
+    metric = BLEU(tokenize=tokenize)
+    result = metric.corpus_score(list(hypotheses), [list(references)])
+    return {"bleu": result.score, "signature": str(metric.get_signature()), "precisions": result.precisions,
+            "bp": result.bp, "sys_len": result.sys_len, "ref_len": result.ref_len, "sentences": len(references)}
+
+
+def hypotheses_by_id(lines: Sequence[str], target_lang: Optional[str] = None) -> Dict[int, str]:
+    """{sample id: text} from fairseq-generate's ``H-<id>\\tscore\\ttext`` lines, whitespace-normalised;
+    ``target_lang`` drops mBART's [lang] tag from the text."""
+    tag = f"[{target_lang}]" if target_lang else None
+    hypotheses = {}
+    for line in lines:
+        if line.startswith("H-"):
+            fields = line.split("\t")
+            text = fields[2] if len(fields) > 2 else ""
+            # --remove-bpe sentencepiece leaves a run of spaces where pieces were lone word boundaries
+            hypotheses[int(fields[0][2:])] = " ".join(word for word in text.split() if word != tag)
+    return hypotheses
+
+
+def generate(checkpoint: str, data_bin: str, settings: Dict[str, str], output_dir: str, expected: int,
+             subset: str = "test", batch_size: int = 128, extra: Sequence[str] = (),
+             progress: bool = True) -> List[str]:
+    """Runs fairseq-generate; returns the hypotheses in test-set order (writes them to OUTPUT/SUBSET.hyp)."""
+    import torch
+    from tqdm import tqdm
+
+    command = fairseq_command("fairseq-generate") + [
+        data_bin, "--path", checkpoint, "--user-dir", USER_DIR, "--task", settings["task"],
+        "--source-lang", settings["source_lang"], "--target-lang", settings["target_lang"],
+        *(["--langs", settings["langs"]] if settings["langs"] != "-" else []),
+        "--gen-subset", subset, "--beam", settings["beam"], "--lenpen", settings["lenpen"],
+        "--max-len-a", settings["max_len_a"], "--max-len-b", settings["max_len_b"],
+        "--remove-bpe", "sentencepiece", "--batch-size", str(batch_size), "--required-batch-size-multiple", "1",
+        *(["--fp16"] if torch.cuda.is_available() else ["--cpu"]), *extra,
+    ]
+    os.makedirs(output_dir, exist_ok=True)
+    log_path = os.path.join(output_dir, f"generate-{subset}.txt")
+    print(f"running fairseq-generate on {checkpoint} (output: {log_path})", file=sys.stderr)
+    with open(log_path, "w") as log:
+        log.write("# " + " ".join(command) + "\n")
+        log.flush()
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        _follow(proc, log_path, expected, tqdm(total=expected, desc="generate", unit="sent", file=sys.stderr,
+                                               disable=not progress, mininterval=1))
+    lines = read_lines(log_path)
+    if proc.returncode != 0:
+        raise EvaluationError(f"fairseq-generate failed ({proc.returncode}); the end of {log_path}:\n"
+                              + "\n".join(lines[-15:]))
+    tag = settings["target_lang"] if settings["task"] == "translation_from_pretrained_bart" else None
+    hypotheses = hypotheses_by_id(lines, tag)
+    missing = sorted(set(range(expected)) - set(hypotheses))
+    if missing or len(hypotheses) != expected:
+        raise EvaluationError(f"fairseq-generate wrote {len(hypotheses)} hypotheses for {expected} references; "
+                              f"ids without one: {len(missing)} (first: {missing[:5]}). Are --references the "
+                              f"{subset} targets of this --data-bin? See {log_path}")
+    ordered = [hypotheses[i] for i in range(expected)]
+    with open(os.path.join(output_dir, f"{subset}.hyp"), "w", encoding="utf-8") as f:
+        f.write("".join(h + "\n" for h in ordered))
+    return ordered
+
+
+def _follow(proc, log_path: str, expected: int, bar) -> None:
+    """Advances ``bar`` by the H- lines appearing in the log until the process ends."""
+    pending = ""
+    with bar, open(log_path, encoding="utf-8", errors="replace") as reader:
+        while True:
+            finished = proc.poll() is not None
+            chunk = reader.read()
+            lines = (pending + chunk).split("\n")
+            pending = lines.pop()
+            bar.update(sum(line.startswith("H-") for line in lines))
+            if finished and not chunk:
+                break
+            time.sleep(0.2)
+
+
+def evaluate(args, settings: Dict[str, str], references: List[str], checkpoint: str, output_dir: str,
+             extra: Sequence[str]) -> Dict:
+    hypotheses = generate(checkpoint, args.data_bin, settings, output_dir, len(references), args.subset,
+                          args.batch_size, extra)
+    result = {"checkpoint": checkpoint, **score(hypotheses, references, settings["sacrebleu_tokenize"]),
+              "empty_hypotheses": sum(not h for h in hypotheses)}
+    with open(os.path.join(output_dir, "bleu.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    return result
+
+
+def find_runs(root: str, config: Optional[str]) -> List[str]:
+    runs = []
+    for folder, _dirs, files in sorted(os.walk(root)):
+        if "run.json" in files and "checkpoint_best.pt" in files:
+            with open(os.path.join(folder, "run.json")) as f:
+                label = json.load(f)
+            if config is None or label.get("dataset", config) == config:
+                runs.append(folder)
+    return runs
+
+
+def results_table(rows: List[Dict]) -> List[Dict]:
+    """One line per (method, config): mean and standard deviation of BLEU over seeds."""
+    groups: Dict = {}
+    for row in rows:
+        groups.setdefault((row["method"], row["config"]), []).append(row)
+    order = lambda key: (METHOD_ORDER.index(key[0]) if key[0] in METHOD_ORDER else len(METHOD_ORDER), key)  # noqa: E731
+    lines = []
+    for method, config in sorted(groups, key=order):
+        runs = sorted(groups[(method, config)], key=lambda r: r["seed"])
+        scores = [r["bleu"] for r in runs]
+        lines.append({"method": method, "config": config, "seeds": [r["seed"] for r in runs], "bleu": scores,
+                      "mean": statistics.mean(scores),
+                      "std": statistics.stdev(scores) if len(scores) > 1 else None})
+    return lines
+
+
+def markdown(lines: List[Dict], signature: str) -> str:
+    out = ["| method | configuration | seeds | BLEU mean | std | per seed |", "|---|---|---|---|---|---|"]
+    for line in lines:
+        std = "-" if line["std"] is None else f"{line['std']:.2f}"
+        seeds = ", ".join(f"{s}: {b:.2f}" for s, b in zip(line["seeds"], line["bleu"]))
+        out.append(f"| {line['method']} | {line['config']} | {len(line['seeds'])} | {line['mean']:.2f} | {std} | "
+                   f"{seeds} |")
+    return "\n".join(out) + f"\n\nsacrebleu {signature}\n"
+
+
+def score_runs(args, settings, references, extra) -> int:
+    runs = find_runs(args.runs, args.config)
+    if not runs:
+        raise EvaluationError(f"no run folders (run.json and checkpoint_best.pt) of {args.config} under {args.runs}")
+    rows = []
+    for run_dir in runs:
+        with open(os.path.join(run_dir, "run.json")) as f:
+            label = json.load(f)
+        output_dir = os.path.join(run_dir, f"bleu-{args.subset}")
+        cached = os.path.join(output_dir, "bleu.json")
+        checkpoint = os.path.join(run_dir, "checkpoint_best.pt")
+        if os.path.isfile(cached) and os.path.getmtime(cached) > os.path.getmtime(checkpoint):
+            with open(cached) as f:
+                result = json.load(f)
+        else:
+            result = evaluate(args, settings, references, checkpoint, output_dir, extra)
+        print(f"{run_dir}: BLEU {result['bleu']:.2f}", file=sys.stderr)
+        rows.append({"run": run_dir, "method": label.get("method"), "config": label.get("config"),
+                     "seed": label.get("seed"), "bleu": result["bleu"], "signature": result["signature"]})
+    signatures = sorted({row["signature"] for row in rows})
+    lines = results_table(rows)
+    text = markdown(lines, " / ".join(signatures))
+    base = os.path.join(args.runs, f"bleu-{args.subset}")
+    with open(base + ".json", "w") as f:
+        json.dump({"config": args.config, "subset": args.subset, "signature": signatures, "table": lines,
+                   "runs": rows}, f, indent=1)
+    with open(base + ".md", "w") as f:
+        f.write(text)
+    print(text, end="")
+    return 0
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--references", required=True, help="raw references, one per line (OUT/raw/test.TGT)")
+    parser.add_argument("--hypotheses", help="score this file (one detokenised hypothesis per line) instead")
+    parser.add_argument("--config", help="iwslt14_de_en or mbart_en_ro: task, languages and decoding settings")
+    parser.add_argument("--data-bin", help="the bin/ folder written by preprocess/translation.py")
+    parser.add_argument("--checkpoint", help="generate with this checkpoint")
+    parser.add_argument("--runs", help="score every run under this SAVE_ROOT of recipes/translation.sh")
+    parser.add_argument("--source-lang", help="override the config's source language (other language pairs)")
+    parser.add_argument("--target-lang", help="override the config's target language")
+    parser.add_argument("--subset", default="test")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--tokenize", help="sacrebleu tokenizer (default: the config's, else 13a)")
+    parser.add_argument("--output-dir", default=".", help="with --checkpoint: hypotheses, generation log, bleu.json")
+    args = parser.parse_args(argv)
+
+    try:
+        if not os.path.isfile(args.references):
+            parser.error(f"--references {args.references}: no such file (OUT/raw/test.TGT of "
+                         f"preprocess/translation.py)")
+        references = read_lines(args.references)
+        if args.hypotheses:
+            if args.checkpoint or args.runs:
+                parser.error("--hypotheses scores a file: leave out --checkpoint and --runs")
+            if not os.path.isfile(args.hypotheses):
+                parser.error(f"--hypotheses {args.hypotheses}: no such file")
+            tokenize = args.tokenize or (settings_for(args.config)["sacrebleu_tokenize"] if args.config else "13a")
+            result = score(read_lines(args.hypotheses), references, tokenize)
+            print(f"BLEU = {result['bleu']:.2f}  {result['signature']}")
+            print(json.dumps(result))
+            return 0
+        if bool(args.checkpoint) == bool(args.runs):
+            parser.error("pass --checkpoint CKPT or --runs SAVE_ROOT (or --hypotheses FILE)")
+        missing = [flag for flag, value in (("--config", args.config), ("--data-bin", args.data_bin)) if not value]
+        if missing:
+            parser.error(f"to generate, pass {' and '.join(missing)}")
+        for flag, path in (("--data-bin", args.data_bin), ("--checkpoint", args.checkpoint), ("--runs", args.runs)):
+            if path and not os.path.exists(path):
+                parser.error(f"{flag} {path}: not found")
+        settings = settings_for(args.config)
+        settings.update({key: value for key, value in (("source_lang", args.source_lang),
+                                                          ("target_lang", args.target_lang)) if value})
+        if args.tokenize:
+            settings["sacrebleu_tokenize"] = args.tokenize
+        if args.runs:
+            return score_runs(args, settings, references, extra)
+        result = evaluate(args, settings, references, args.checkpoint, args.output_dir, extra)
+    except (EvaluationError, DataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"BLEU = {result['bleu']:.2f}  {result['signature']}  ({result['sentences']} sentences)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
