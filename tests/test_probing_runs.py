@@ -213,3 +213,15 @@ def test_inf_passes_where_it_has_a_meaning(tmp_path, glue_root):
                                 "--methods", "freelb", "--method", "freelb=--criterion sentence_prediction_freelb "
                                 "--freelb-max-norm inf", "--tiny", "--dry-run")
     assert "--freelb-max-norm inf" in dry  # an unconstrained FreeLB ball
+
+
+def test_a_checkpoint_cut_off_while_saved_is_named(tmp_path, glue_root):
+    from fairseq_r3f.probing.runner import StepFailed
+
+    last = tmp_path / "work" / FINETUNE / "checkpoint_last.pt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"PK\x03\x04 cut off")
+    with pytest.raises(StepFailed, match=re.escape(f"{last} cannot be read") + ".* delete it"):
+        run_in_process("generalisation", "--data-root", glue_root, "--work-dir", tmp_path / "work", "--methods",
+                       "r3f", "--probe-tasks", "QNLI", "--tiny")
+    assert not (last.parent / "train.log").exists()  # nothing was launched

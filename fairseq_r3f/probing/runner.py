@@ -391,7 +391,12 @@ def _saved_progress(path: str) -> Optional[Dict]:
     """The updates a checkpoint was saved at and fairseq's best validation value so far, or None if no file."""
     if not os.path.isfile(path):
         return None
-    state = torch.load(path, map_location="cpu", mmap=True)
+    try:
+        state = torch.load(path, map_location="cpu", mmap=True)
+    except Exception as error:  # fairseq copies checkpoint_last.pt in place: a kill can cut the copy short
+        raise StepFailed(f"{path} cannot be read ({type(error).__name__}: {str(error)[:200]}); if the run was "
+                         f"killed while saving, delete it (the run then starts again from its start model) or put "
+                         f"the run's last good checkpoint in its place") from error
     best = (state.get("extra_state") or {}).get("best")
     return {"num_updates": state["optimizer_history"][-1]["num_updates"],
             "best": None if best is None else float(best)}
