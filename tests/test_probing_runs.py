@@ -137,6 +137,8 @@ def test_flags_that_change_the_method_are_refused(tmp_path, glue_root):
         *common, "--arch", "roberta_sn_large")
     assert "fairseq's spectral norm" in refusal(*common, "--methods", "r3f", "--",
                                                 "--spectral-norm-classification-head")
+    assert "fairseq's spectral norm" in refusal(*common, "--methods", "r3f", "--method",
+                                                "r3f=--spectral-norm-classification-head")
     assert not (tmp_path / "work" / "runs").exists()
 
     # A built-in method's flags replaced without its criterion keep the criterion; a new method runs as given.

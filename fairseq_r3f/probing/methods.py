@@ -1,8 +1,10 @@
 """What the probing drivers run: the fine-tuning methods as fairseq-train flag sets, and the GLUE values.
 
 The per-task and shared GLUE values are read from ``fairseq_r3f/hparams`` (``glue_tasks.tsv``, ``glue.tsv``),
-the tables recipes/glue.sh reads too: appendix A.2 says probing uses the fine-tuning values. The methods are
-defined here only, and every driver can replace or add one with ``--method NAME=FLAGS``.
+the tables recipes/glue.sh reads too (appendix A.2: probing uses the fine-tuning values); one function,
+``GlueHparams.training_flags``, turns them into flags. The methods are defined here only; every driver can
+replace a built-in method's settings or add a method with ``--method NAME=FLAGS``, and flags that would make
+a built-in method another one (another criterion, the other kind of classification head) are refused.
 """
 
 import os
@@ -157,10 +159,10 @@ def check_overrides(method: Method, arch: str, extra: Sequence[str]) -> None:
             f"'--criterion {criterion}' after -- replaces {method.name}'s {method.criterion}: drop it and choose "
             f"the methods with --methods, or define one with --method NAME='--criterion {criterion} ...'"
         )
-    if "--spectral-norm-classification-head" in extra:
+    if "--spectral-norm-classification-head" in [*method.flags, *extra]:
         raise ValueError(
-            f"'--spectral-norm-classification-head' after -- is fairseq's spectral norm of the head's output "
-            f"projection only, which is not {method.name}: drop it (method r4f normalises the whole head)"
+            f"'--spectral-norm-classification-head' is fairseq's spectral norm of the head's output projection "
+            f"only, which is not {method.name}: drop it (method r4f normalises the whole head)"
         )
 
 
