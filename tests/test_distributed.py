@@ -48,6 +48,10 @@ def rank_main(rank, world_size, data_bin, arch, store_path, out_dir):
     loss.backward()  # DDP averages gradients over the ranks
     torch.save({"grads": gradients(model), "symm_kl": float(logging_output["symm_kl"])},
                os.path.join(out_dir, f"rank{rank}.pt"))
+    # Both ranks finish with the group before either tears it down: a rank that destroys the group while
+    # its peer's gloo thread still talks ends the peer in std::terminate.
+    dist.barrier()
+    del wrapped
     dist.destroy_process_group()
 
 
