@@ -283,7 +283,7 @@ class Experiment:
         if checkpoint is not None:
             if not os.path.isfile(checkpoint):
                 raise StepFailed(f"step {key} finished without writing {checkpoint} (was --no-save passed?)")
-            value = _saved_progress(checkpoint)["best"]  # unrounded, and the same whether or not the run resumed
+            value = _saved_progress(checkpoint)["best"]  # fairseq's best so far, whether or not the run resumed
         if checkpoint is None and value is None:
             raise StepFailed(
                 f"step {key}: the log {log_path} has no validation '{metric}' record, so there is no probe "
