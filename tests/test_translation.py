@@ -324,7 +324,7 @@ def test_dry_run_launch_lines(corpus, tmp_path):
     (line,) = [shlex.split(line) for line in proc.stdout.splitlines() if line.startswith("fairseq-train")]
     flags = dict(zip(line, line[1:]))
     assert flags["--finetune-from-model"] == str(tmp_path / "model.pt") and "--restore-file" not in line
-    assert flags["--task"] == "translation_from_pretrained_bart" and flags["--langs"].count(",") == 24
+    assert flags["--task"] == "translation_from_pretrained_mbart" and flags["--langs"].count(",") == 24
     assert (flags["--source-lang"], flags["--target-lang"], flags["--noise-type"]) == ("en_XX", "ro_RO", "none")
     assert flags["--max-tokens"] == "2048"  # the README's 1024 tokens x update-freq 2, on one GPU
     assert flags["--total-num-update"] == flags["--max-update"] == "40000"
@@ -335,3 +335,37 @@ def test_dry_run_launch_lines(corpus, tmp_path):
     assert proc.returncode == 2 and "unknown method rdrop" in proc.stderr
     proc = run(["bash", RECIPE, "wmt14"], check=False, DRY_RUN="1", DATA_BIN=str(corpus["out"] / "bin"))
     assert proc.returncode == 2 and "unknown CONFIG wmt14" in proc.stderr
+
+
+def test_mbart_variant_trains_and_translates(corpus, tmp_path):
+    """mbart_en_ro in TINY mode (a tiny random mBART instead of mbart.cc25) on the corpus renamed en_XX-ro_RO:
+    the plugin's copy of translation_from_pretrained_bart trains with R3F and generates without the [ro_RO] tag."""
+    data = tmp_path / "bin"
+    data.mkdir()
+    names = {"de": "en_XX", "en": "ro_RO"}
+    for path in (corpus["out"] / "bin").iterdir():
+        if path.name.startswith("dict."):
+            target = f"dict.{names[path.name.split('.')[1]]}.txt"
+        elif ".de-en." in path.name:
+            split, _, lang, suffix = path.name.split(".")
+            target = f"{split}.en_XX-ro_RO.{names[lang]}.{suffix}"
+        else:
+            continue
+        os.symlink(path, data / target)
+    references = tmp_path / "test.ro_RO"
+    references.write_text((corpus["out"] / "raw" / "test.en").read_text())
+    run(["bash", RECIPE, "mbart_en_ro", "--dropout", "0", "--attention-dropout", "0", "--lr", "5e-3"],
+        TINY="1", TINY_UPDATES="10", METHODS="r3f", DATA_BIN=str(data), SAVE_ROOT=str(tmp_path / "runs"))
+    folder = tmp_path / "runs" / "mbart_en_ro" / "r3f" / "lambda1.25_uniform" / "seed1"
+    identity = json.loads((folder / "identity.json").read_text())
+    assert identity["task"] == "translation_from_pretrained_mbart" and identity["mismatches"] == []
+    steps = read_json_log((folder / "train.log").read_text())["train_inner"]
+    # dropout 0: the KL comes from the noise alone, so the noise reaches mBART's encoder
+    assert len(steps) == 10 and all(step["symm_kl"] > 0 and step["noise_kept"] == 100 for step in steps)
+    proc = run([sys.executable, "-m", "fairseq_r3f.evaluation.bleu", "--config", "mbart_en_ro", "--data-bin", str(data),
+                "--references", str(references), "--checkpoint", str(folder / "checkpoint_last.pt"),
+                "--output-dir", str(tmp_path / "eval")])
+    assert proc.stdout.startswith("BLEU = ") and f"({N_TEST} sentences)" in proc.stdout
+    log = (tmp_path / "eval" / "generate-test.txt").read_text()
+    assert "--task translation_from_pretrained_mbart" in log and log.count("\nH-") == N_TEST
+    assert "[ro_RO]" not in (tmp_path / "eval" / "test.hyp").read_text()

@@ -104,7 +104,7 @@ def generate(checkpoint: str, data_bin: str, settings: Dict[str, str], output_di
     if proc.returncode != 0:
         raise EvaluationError(f"fairseq-generate failed ({proc.returncode}); the end of {log_path}:\n"
                               + "\n".join(lines[-15:]))
-    tag = settings["target_lang"] if settings["task"] == "translation_from_pretrained_bart" else None
+    tag = settings["target_lang"] if settings["task"].startswith("translation_from_pretrained_") else None
     hypotheses = hypotheses_by_id(lines, tag)
     missing = sorted(set(range(expected)) - set(hypotheses))
     if missing or len(hypotheses) != expected:
