@@ -57,7 +57,7 @@ def options_parser(name: str) -> argparse.ArgumentParser:
         kind, cls = "criterion", REGISTRIES["criterion"]["registry"][name]
         dataclass = REGISTRIES["criterion"]["dataclass_registry"][name]
     elif name in found["task"]:
-        kind, cls, dataclass = "task", TASK_REGISTRY[name], TASK_DATACLASS_REGISTRY[name]
+        kind, cls, dataclass = "task", TASK_REGISTRY[name], TASK_DATACLASS_REGISTRY.get(name)
     elif name in found["arch"] or name in found["model"]:
         return model_parser(name)
     else:
@@ -65,7 +65,10 @@ def options_parser(name: str) -> argparse.ArgumentParser:
         raise SystemExit(f"fairseq_r3f: {name!r} is not a criterion, task, model or architecture of the plugin "
                          f"({known})")
     parser = _parser(f"fairseq-train --user-dir fairseq_r3f --{kind} {name}", description(cls))
-    gen_parser_from_dataclass(parser, dataclass())
+    if dataclass is None:  # an argparse task (translation_from_pretrained_mbart, as fairseq's original)
+        cls.add_args(parser)
+    else:
+        gen_parser_from_dataclass(parser, dataclass())
     return parser
 
 
