@@ -100,6 +100,7 @@ def cpu_run(tmp_path_factory):
     run_step(commands["toy_task"])
     run_step(commands["train_r4f_bf16"], *ON_THE_CPU, log=out / "train_r4f_bf16.log")
     run_step(commands["ddp_one"], *ON_THE_CPU, log=out / "ddp_one.log")
+    (out / "ddp_command").write_text(commands["ddp_one"])
     shutil.copytree(out / "ddp_one", out / "ddp_two")  # two processes that agree exactly with one
     shutil.copy(out / "ddp_one.log", out / "ddp_two.log")
     proc = run_step(f"{sys.executable} -m fairseq_r3f.benchmark --device cpu --json --size tiny --seq-len 16 "
@@ -143,3 +144,16 @@ def test_report_flags_two_processes_that_disagree(cpu_run, tmp_path):
     result, markdown = report(out)
     assert not result["ddp"]["match"] and result["ddp"]["max_gnorm_rel_diff"] > 1e-4
     assert "Result: MISMATCH" in markdown
+
+
+def test_two_process_runs_use_the_embedding_noise(cpu_run, tmp_path):
+    """With --noise-type none and no dropout, R3F's term is zero; the wrapper's embedding noise replaces the
+    noise whatever the type, so the term is not zero: the comparison really runs with that noise."""
+    command = (cpu_run / "ddp_command").read_text().replace(str(cpu_run / "ddp_one"), str(tmp_path / "run"))
+    assert command.startswith("CUDA_VISIBLE_DEVICES=0 R3F_EMBEDDING_NOISE=1 ")
+    symm_kl = {}
+    without = command.replace("R3F_EMBEDDING_NOISE=1", "")
+    for name, line in (("embedding noise", command), ("no wrapper noise", without)):
+        proc = run_step(line, *ON_THE_CPU, "--noise-type", "none", "--max-update", "1", "--no-save")
+        symm_kl[name] = read_json_log(proc.stdout + proc.stderr)["train_inner"][0]["symm_kl"]
+    assert symm_kl["no wrapper noise"] == 0 and symm_kl["embedding noise"] > 1e-6, symm_kl
