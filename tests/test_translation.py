@@ -108,6 +108,11 @@ def test_preprocess_refuses_misaligned_undecodable_and_empty_input(corpus, tmp_p
         assert code == 2
         return capsys.readouterr().err
 
+    for flag in ("--vocab-size", "--workers"):
+        with pytest.raises(SystemExit):
+            translation.main(["--train-prefix", "x", "--valid-prefix", "x", "--test-prefix", "x", "--source-lang", "de",
+                              "--target-lang", "en", "--out-dir", str(tmp_path), flag, "0"])
+        assert f"{flag} 0: must be a positive integer" in capsys.readouterr().err
     (tmp_path / "latin.de").write_bytes("Der hund.\nGr\u00f6\u00dfe.\n".encode("latin-1"))
     (tmp_path / "latin.en").write_text("The dog.\nSize.\n")
     assert "latin.de:2: not UTF-8" in refused(str(tmp_path / "latin"))

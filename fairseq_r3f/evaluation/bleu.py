@@ -231,6 +231,8 @@ def main(argv=None) -> int:
     parser.add_argument("--output-dir", default=".", help="with --checkpoint: hypotheses, generation log, bleu.json")
     args = parser.parse_args(argv)
 
+    if args.batch_size < 1:
+        parser.error(f"--batch-size {args.batch_size}: must be a positive integer")
     try:
         if not os.path.isfile(args.references):
             parser.error(f"--references {args.references}: no such file (OUT/raw/test.TGT of "

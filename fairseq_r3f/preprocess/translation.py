@@ -233,6 +233,9 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
 
+    for flag, value in (("--vocab-size", args.vocab_size), ("--workers", args.workers)):
+        if value < 1:
+            parser.error(f"{flag} {value}: must be a positive integer")
     prefixes = {split: getattr(args, f"{split}_prefix") for split in SPLITS if getattr(args, f"{split}_prefix")}
     if bool(args.iwslt14_dir) == bool(prefixes):
         parser.error("pass either --iwslt14-dir or --train-prefix/--valid-prefix/--test-prefix")
