@@ -340,6 +340,12 @@ def test_dry_run_launch_lines(corpus, tmp_path):
     assert proc.returncode == 2 and "unknown method rdrop" in proc.stderr
     proc = run(["bash", RECIPE, "wmt14"], check=False, DRY_RUN="1", DATA_BIN=str(corpus["out"] / "bin"))
     assert proc.returncode == 2 and "unknown CONFIG wmt14" in proc.stderr
+    # flags that would make a run something else than its label says are refused
+    for flags, message in ((["--criterion", "label_smoothed_cross_entropy"], "is not std's"),
+                           (["--r3f-kl-normalization", "sentence"], "contradicts the table's token")):
+        proc = run(["bash", RECIPE, "iwslt14_de_en", *flags], check=False, DRY_RUN="1", METHODS="std",
+                   DATA_BIN=str(corpus["out"] / "bin"))
+        assert proc.returncode == 2 and message in proc.stderr and "fairseq-train" not in proc.stdout
 
 
 def test_mbart_variant_trains_and_translates(corpus, tmp_path):
