@@ -228,6 +228,11 @@ def test_hparams_match_papers_tables_5_and_6():
             assert glue[name] == value, name
         else:
             assert float(glue[name]) == float(value), name
+    # where the values come from: the ten seeds are in Section 3.1; no table of the paper names a default noise
+    # type, so the single-run default is ours
+    sources = {k: v["source"] for k, v in read_hparams("glue.tsv").items()}
+    assert sources["seeds"].startswith("Section 3.1") and sources["noise_type"].startswith("ours")
+    assert read_hparams("xnli.tsv")["noise_type"]["source"].startswith("ours")
 
 
 # ---------------------------------------------------------------- preprocessing
@@ -478,6 +483,8 @@ def test_tiny_runs_cover_methods_seeds_and_the_sweep(glue_data, glue_runs):
     assert "valid1_accuracy" in _valid_records(save / "MNLI/r3f/lambda1.0_uniform/seed1")["valid1"][0]
     assert "valid_mcc" in _valid_records(save / "CoLA/r3f/lambda1.0_uniform/seed1")["valid"][0]
     assert "valid_pearson" in _valid_records(save / "STS-B/r3f/lambda1.0_uniform/seed1")["valid"][0]
+    # a regression run's checkpoint (its best score a numpy float) loads under torch's weights-only default
+    assert json.load(open(save / "STS-B/r3f/lambda1.0_uniform/seed1/identity.json"))["mismatches"] == []
     # A finished run is not run again.
     proc = run_recipe(GLUE_SH, ["RTE", "std"], DATA_DIR=glue_data["bin"], TINY=1, SAVE_ROOT=save, SEEDS="1")
     assert "already done" in proc.stderr
