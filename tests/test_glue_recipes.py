@@ -585,7 +585,7 @@ def test_an_interrupted_run_resumes_from_its_own_checkpoint(glue_data, glue_runs
     pretrained = glue_runs["save"] / "RTE/std/default/seed1/checkpoint_best.pt"
     args = ["RTE", "std++", "--arch", "roberta_base", "--encoder-layers", "2", "--encoder-embed-dim", "32",
             "--encoder-ffn-embed-dim", "64", "--encoder-attention-heads", "2", "--max-positions", "64", "--cpu",
-            "--num-workers", "0", "--max-update", "300", "--save-interval-updates", "25", "--save-interval", "1000",
+            "--num-workers", "0", "--max-update", "120", "--save-interval-updates", "20", "--save-interval", "1000",
             "--validate-interval", "1000", "--log-interval", "1"]
     variables = {"DATA_DIR": glue_data["bin"], "ROBERTA_PATH": pretrained, "FP16": 0, "SEEDS": "1"}
     killed, clean = tmp_path / "killed", tmp_path / "clean"
@@ -610,9 +610,19 @@ def test_an_interrupted_run_resumes_from_its_own_checkpoint(glue_data, glue_runs
     resumed = re.search(r"Loaded checkpoint (\S+) \(epoch \d+ @ (\d+) updates\)", launches[1])
     assert resumed and resumed.group(1) == str(run_dir / "checkpoint_last.pt") and int(resumed.group(2)) > 0
     assert "loading pretrained model" not in launches[1]
-    assert (run_dir / "done").exists() and _valid_records(run_dir)["train"][-1]["train_num_updates"] == 300.0
+    assert (run_dir / "done").exists() and _valid_records(run_dir)["train"][-1]["train_num_updates"] == 120.0
 
     run_recipe(GLUE_SH, args, SAVE_ROOT=clean, **variables)
+    from fairseq_r3f.logs import read_json_log
+
+    def validations(records, after):
+        return [(r["valid_num_updates"], r["valid_loss"], r["valid_accuracy"]) for r in records["valid"]
+                if r["valid_num_updates"] > after]
+
+    # the relaunch continues the uninterrupted trajectory exactly (same losses at the same updates)
+    after = int(resumed.group(2))
+    uninterrupted = _valid_records(clean / "RTE/std++/default/seed1")
+    assert validations(read_json_log(launches[1]), after) == validations(uninterrupted, after) != []
     tables = []
     for root in (killed, clean):
         proc = subprocess.run([PYTHON, "-m", "fairseq_r3f.evaluation.results", "glue", str(root), "--out",
