@@ -114,23 +114,23 @@ def write_glue(root, n_train=48, n_dev=16, n_test=6, seed=0):
                    for k in range(n_test)])
 
     standard("QNLI", ["index", "question", "sentence", "label"], ["index", "question", "sentence"], (1, 2), 3,
-             ["entailment", "not_entailment"], lambda k, i, l: [k, i[0], i[1], l])
+             ["entailment", "not_entailment"], lambda k, i, y: [k, i[0], i[1], y])
     standard("RTE", ["index", "sentence1", "sentence2", "label"], ["index", "sentence1", "sentence2"], (1, 2), 3,
-             ["entailment", "not_entailment"], lambda k, i, l: [k, i[0], i[1], l])
+             ["entailment", "not_entailment"], lambda k, i, y: [k, i[0], i[1], y])
     # QQP: the official train.tsv has rows broken by line breaks inside questions.
     standard("QQP", ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"], ["id", "question1", "question2"],
-             (3, 4), 5, ["0", "1"], lambda k, i, l: [k, 2 * k, 2 * k + 1, i[0], i[1], l],
+             (3, 4), 5, ["0", "1"], lambda k, i, y: [k, 2 * k, 2 * k + 1, i[0], i[1], y],
              malformed=[(3, "9001\t1\t2\tWhat is the first half of a"), (4, "question broken in two?\t0"),
                         (20, "9002\t3\t4\tOne question\tAnother one\tyes")])
     standard("MRPC", ["\ufeffQuality", "#1 ID", "#2 ID", "#1 String", "#2 String"],
              ["index", "#1 ID", "#2 ID", "#1 String", "#2 String"], (3, 4), 0, ["0", "1"],
-             lambda k, i, l: [l, k, k + 1, i[0], i[1]])
-    standard("SST-2", ["sentence", "label"], ["index", "sentence"], (0,), 1, ["0", "1"], lambda k, i, l: [i[0], l])
+             lambda k, i, y: [y, k, k + 1, i[0], i[1]])
+    standard("SST-2", ["sentence", "label"], ["index", "sentence"], (0,), 1, ["0", "1"], lambda k, i, y: [i[0], y])
     standard("STS-B", ["index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1",
                        "sentence2", "score"],
              ["index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2"],
              (7, 8), 9, ["0.000", "1.500", "2.750", "4.000", "5.000"],
-             lambda k, i, l: [k, "main-captions", "MSRvid", "2012test", k, "none", "none", i[0], i[1], l])
+             lambda k, i, y: [k, "main-captions", "MSRvid", "2012test", k, "none", "none", i[0], i[1], y])
     # CoLA: train/dev without a header (source, label, original mark, sentence); test with one.
     d = task_dir("CoLA")
     expected["CoLA"] = {}
@@ -411,7 +411,8 @@ def test_dry_run_sweep_covers_table_6_for_every_seed(glue_data, tmp_path):
     commands = dry_run_commands(proc.stdout)
     grid = {(flag(a, "--r3f-lambda"), flag(a, "--noise-type"), flag(a, "--seed")) for _, a in commands}
     assert len(commands) == len(grid) == 4 * 2 * 10
-    assert {(l, n) for l, n, _ in grid} == {(l, n) for l in ("0.1", "0.5", "1.0", "5.0") for n in ("uniform", "normal")}
+    table_6 = {(lam, n) for lam in ("0.1", "0.5", "1.0", "5.0") for n in ("uniform", "normal")}
+    assert {(lam, n) for lam, n, _ in grid} == table_6
     assert {s for _, _, s in grid} == {str(s) for s in range(1, 11)}
     assert len({folder for folder, _ in commands}) == 80
 
