@@ -54,7 +54,11 @@ def test_bart_decoder_embeddings_are_left_alone(toy_task):
     task, model, _ = build_in_process(toy_task, *NO_DROPOUT, arch="bart_base")
     assert model.decoder.embed_tokens is model.encoder.embed_tokens
     seen = []
-    with perturbed_token_embeddings(model, lambda embedding: seen.append(embedding.shape) or torch.zeros_like(embedding)):
+    def record(embedding):
+        seen.append(embedding.shape)
+        return torch.zeros_like(embedding)
+
+    with perturbed_token_embeddings(model, record):
         classify(model, first_batch(task))
     assert len(seen) == 1  # the encoder's embedding only; the decoder looked up its own unperturbed
 

@@ -56,7 +56,8 @@ def test_resumed_run_equals_uninterrupted_run(toy_task, r4f_run, tmp_path):
     _, resumed = run_fairseq("train", train_args(toy_task, str(tmp_path), *flags, "--max-update", "12",
                                                  arch="roberta_sn_base"))
     assert [r["loss"] for r in resumed["train_inner"]] == [r["loss"] for r in full["train_inner"]][5:]
-    final, expected = load(str(tmp_path / "checkpoint_last.pt"))["model"], load(full_dir + "/checkpoint_last.pt")["model"]
+    final = load(str(tmp_path / "checkpoint_last.pt"))["model"]
+    expected = load(full_dir + "/checkpoint_last.pt")["model"]
     assert final.keys() == expected.keys()
     for key in expected:
         assert torch.equal(final[key], expected[key]), key

@@ -96,5 +96,6 @@ def test_a_task_without_labels_is_refused(toy_task, tmp_path):
 def test_a_model_without_the_named_head_is_refused(toy_task):
     task, model, criterion = build_in_process(toy_task)
     criterion.classification_head_name = "mnli_head"
-    with pytest.raises(ValueError, match="no classification head 'mnli_head' \\(it has: sentence_classification_head\\)"):
+    message = "no classification head 'mnli_head' \\(it has: sentence_classification_head\\)"
+    with pytest.raises(ValueError, match=message):
         criterion(model, first_batch(task))

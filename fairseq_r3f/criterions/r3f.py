@@ -69,7 +69,7 @@ class NoisedForward:
                 logger.warning(
                     f"only {100 * kept:.0f}% of token-embedding entries changed after adding noise of "
                     f"scale {self.noise_scale} in the model's dtype; the logged noise_kept tracks this "
-                    f"(raise --eps, or train in fp32/bf16 to keep more of it)"
+                    f"(raise --eps, or train in fp32; bf16 rounds away more of it than fp16)"
                 )
         return output, {"noise_changed": stats.changed, "noise_total": stats.total}
 
