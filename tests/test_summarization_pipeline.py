@@ -109,10 +109,11 @@ def test_preprocess_counts_skips_and_keeps_alignment(prepared):
 def test_recipe_trains_with_r3f_then_generates_and_scores(prepared, tmp_path):
     """The shipped recipe in its tiny CPU mode; only the regulariser's test settings are overridden."""
     out = prepared["out"]
-    run(["bash", RECIPE, "cnn_dm", *NO_DROPOUT, "--lr", "3e-3", "--eps", "1e-2"],
+    run(["bash", RECIPE, "cnn_dm", *NO_DROPOUT, "--lr", "3e-3"],
         TINY="1", TINY_UPDATES="12", DATA_BIN=str(out / "bin"), SAVE_ROOT=str(tmp_path), R3F_LAMBDA="0.1",
-        NOISE_TYPE="normal")
-    run_dir = tmp_path / "cnn_dm" / "lambda0.1_normal" / "seed1"
+        NOISE_TYPE="normal", R3F_EPS="1e-2")
+    [run_dir] = (tmp_path / "cnn_dm").glob("lambda0.1_normal*/seed1")
+    assert json.loads((run_dir / "identity.json").read_text())["eps"] == 1e-2
     logs = read_json_log((run_dir / "train.log").read_text())
     steps = logs["train_inner"]
     assert len(steps) == 12
