@@ -1,4 +1,4 @@
-"""The logged term behaves like the symmetric KL of the noise it claims to add (issue test 2).
+"""The logged term behaves like the symmetric KL of the noise it claims to add.
 
 For small noise z, KL_S(f(x) || f(x + z)) ~ z^T F z with F the Fisher information of the outputs in the
 embedding, so its expectation is eps^2 tr(F) for N(0, eps^2) and eps^2 tr(F) / 3 for U(-eps, eps):

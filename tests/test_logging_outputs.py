@@ -1,5 +1,5 @@
 """fairseq sums logging outputs across workers (and gradient-accumulation steps) before reduce_metrics:
-the logging outputs of two half-batches, summed, must equal those of the whole batch (issue test 7)."""
+the logging outputs of two half-batches, summed, must equal those of the whole batch."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""R4F's spectrally normalised head and checkpoint loading (issue test 4, and loading under torch >= 2.6)."""
+"""R4F's spectrally normalised head and checkpoint loading (and loading under torch >= 2.6)."""
 
 import argparse
 import fractions

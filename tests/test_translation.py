@@ -300,7 +300,7 @@ def test_bleu_equals_sacrebleu_on_fixed_pairs(tmp_path):
 
 def test_hypotheses_are_matched_by_sample_id():
     lines = ["S-2\tc", "H-2\t-0.1\tthird one", "D-2\t-0.1\tthird one", "H-0\t-0.2\t[ro_RO] first", "T-0\tx",
-             "H-1\t-0.3\tsecond [ro_RO]", "P-1\t-0.1 -0.2"]
+             "H-1\t-0.3\tsecond [ro_RO]", "P-1\t-0.1 -0.2", "H-1\t-0.9\tsecond-ranked"]  # --nbest 2: rank 1 wins
     assert bleu.hypotheses_by_id(lines) == {0: "[ro_RO] first", 1: "second [ro_RO]", 2: "third one"}
     assert bleu.hypotheses_by_id(lines, "ro_RO") == {0: "first", 1: "second", 2: "third one"}
 

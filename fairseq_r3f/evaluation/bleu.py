@@ -24,11 +24,10 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import time
 from typing import Dict, List, Optional, Sequence
 
+from fairseq_r3f.evaluation import generation
 from fairseq_r3f.preprocess.files import DataError, read_lines
 from fairseq_r3f.tools import USER_DIR, fairseq_command, read_table
 
@@ -62,25 +61,25 @@ def score(hypotheses: Sequence[str], references: Sequence[str], tokenize: str = 
 
 
 def hypotheses_by_id(lines: Sequence[str], target_lang: Optional[str] = None) -> Dict[int, str]:
-    """{sample id: text} from fairseq-generate's ``H-<id>\\tscore\\ttext`` lines, whitespace-normalised;
+    """{sample id: rank-1 text} from fairseq-generate's ``H-<id>\tscore\ttext`` lines, whitespace-normalised;
     ``target_lang`` drops mBART's [lang] tag from the text."""
+    return generation.first_ranked(lines, "H-", hypothesis_cleaner(target_lang))
+
+
+def hypothesis_cleaner(target_lang: Optional[str]):
     tag = f"[{target_lang}]" if target_lang else None
-    hypotheses = {}
-    for line in lines:
-        if line.startswith("H-"):
-            fields = line.split("\t")
-            text = fields[2] if len(fields) > 2 else ""
-            # --remove-bpe sentencepiece leaves a run of spaces where pieces were lone word boundaries
-            hypotheses[int(fields[0][2:])] = " ".join(word for word in text.split() if word != tag)
-    return hypotheses
+
+    def clean(text: str) -> str:
+        # --remove-bpe sentencepiece leaves a run of spaces where pieces were lone word boundaries
+        return " ".join(word for word in text.split() if word != tag)
+
+    return clean
 
 
 def generate(checkpoint: str, data_bin: str, settings: Dict[str, str], output_dir: str, expected: int,
-             subset: str = "test", batch_size: int = 128, extra: Sequence[str] = (),
-             progress: bool = True) -> List[str]:
+             subset: str = "test", batch_size: int = 128, extra: Sequence[str] = ()) -> List[str]:
     """Runs fairseq-generate; returns the hypotheses in test-set order (writes them to OUTPUT/SUBSET.hyp)."""
     import torch
-    from tqdm import tqdm
 
     command = fairseq_command("fairseq-generate") + [
         data_bin, "--path", checkpoint, "--user-dir", USER_DIR, "--task", settings["task"],
@@ -93,43 +92,11 @@ def generate(checkpoint: str, data_bin: str, settings: Dict[str, str], output_di
     ]
     os.makedirs(output_dir, exist_ok=True)
     log_path = os.path.join(output_dir, f"generate-{subset}.txt")
-    print(f"running fairseq-generate on {checkpoint} (output: {log_path})", file=sys.stderr)
-    with open(log_path, "w") as log:
-        log.write("# " + " ".join(command) + "\n")
-        log.flush()
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        _follow(proc, log_path, expected, tqdm(total=expected, desc="generate", unit="sent", file=sys.stderr,
-                                               disable=not progress, mininterval=1))
-    lines = read_lines(log_path)
-    if proc.returncode != 0:
-        raise EvaluationError(f"fairseq-generate failed ({proc.returncode}); the end of {log_path}:\n"
-                              + "\n".join(lines[-15:]))
     tag = settings["target_lang"] if settings["task"].startswith("translation_from_pretrained_") else None
-    hypotheses = hypotheses_by_id(lines, tag)
-    missing = sorted(set(range(expected)) - set(hypotheses))
-    if missing or len(hypotheses) != expected:
-        raise EvaluationError(f"fairseq-generate wrote {len(hypotheses)} hypotheses for {expected} references; "
-                              f"ids without one: {len(missing)} (first: {missing[:5]}). Are --references the "
-                              f"{subset} targets of this --data-bin? See {log_path}")
-    ordered = [hypotheses[i] for i in range(expected)]
+    ordered = generation.generate(command, log_path, expected, "H-", hypothesis_cleaner(tag))
     with open(os.path.join(output_dir, f"{subset}.hyp"), "w", encoding="utf-8") as f:
         f.write("".join(h + "\n" for h in ordered))
     return ordered
-
-
-def _follow(proc, log_path: str, expected: int, bar) -> None:
-    """Advances ``bar`` by the H- lines appearing in the log until the process ends."""
-    pending = ""
-    with bar, open(log_path, encoding="utf-8", errors="replace") as reader:
-        while True:
-            finished = proc.poll() is not None
-            chunk = reader.read()
-            lines = (pending + chunk).split("\n")
-            pending = lines.pop()
-            bar.update(sum(line.startswith("H-") for line in lines))
-            if finished and not chunk:
-                break
-            time.sleep(0.2)
 
 
 def evaluate(args, settings: Dict[str, str], references: List[str], checkpoint: str, output_dir: str,
@@ -264,7 +231,7 @@ def main(argv=None) -> int:
         if args.runs:
             return score_runs(args, settings, references, extra)
         result = evaluate(args, settings, references, args.checkpoint, args.output_dir, extra)
-    except (EvaluationError, DataError) as error:
+    except (EvaluationError, DataError, generation.GenerationError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"BLEU = {result['bleu']:.2f}  {result['signature']}  ({result['sentences']} sentences)")

@@ -29,11 +29,10 @@ import multiprocessing
 import os
 import pickle
 import re
-import shlex
-import subprocess
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from fairseq_r3f.evaluation import generation
 from fairseq_r3f.preprocess.files import DataError, read_lines
 from fairseq_r3f.tools import USER_DIR, fairseq_command, hparams_path
 
@@ -185,7 +184,6 @@ def generate(args, settings: Dict[str, str], extra: List[str], n_documents: int)
     """Runs fairseq-generate, its output into the log file and a progress bar on the terminal; returns the
     path of the hypotheses: line i is the first-ranked hypothesis of sample id i."""
     import torch
-    from tqdm import tqdm
 
     max_source, max_target = checkpoint_positions(args.checkpoint)
     command = fairseq_command("fairseq-generate") + [
@@ -200,34 +198,11 @@ def generate(args, settings: Dict[str, str], extra: List[str], n_documents: int)
         *(["--fp16"] if torch.cuda.is_available() else ["--cpu"]), *extra,
     ]
     log_path = os.path.join(args.output_dir, f"generate-{args.subset}.txt")
-    print(f"generating {n_documents} documents; fairseq-generate's output: {log_path}", file=sys.stderr)
-    hypotheses: Dict[int, str] = {}
-    tail: List[str] = []
-    with open(log_path, "w", encoding="utf-8") as log, \
-            tqdm(total=n_documents, desc="generate", unit="doc", file=sys.stderr, mininterval=2) as bar:
-        log.write("# " + shlex.join(command) + "\n")
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                text=True, encoding="utf-8", errors="replace")
-        for line in proc.stdout:
-            log.write(line)
-            tail = (tail + [line])[-20:]
-            if line.startswith("D-"):  # D-<sample id> <score> <detokenised hypothesis>, n-best in rank order
-                fields = line.rstrip("\n").split("\t")
-                sample_id = int(fields[0][2:])
-                if sample_id not in hypotheses:
-                    hypotheses[sample_id] = fields[2].strip() if len(fields) > 2 else ""
-                    bar.update()
-        returncode = proc.wait()
-    if returncode != 0:
-        raise RuntimeError(f"fairseq-generate failed (exit status {returncode}); its output is in {log_path}, "
-                           f"which ends:\n" + "".join("  " + line for line in tail).rstrip())
-    missing = sorted(set(range(n_documents)) - set(hypotheses))
-    if missing or len(hypotheses) != n_documents:
-        raise RuntimeError(f"fairseq-generate produced hypotheses for {len(hypotheses)} sample ids, the {args.subset} "
-                           f"set has {n_documents} (first missing ids: {missing[:5]}); see {log_path}")
+    # D- lines: the hypothesis detokenised by the GPT-2 BPE
+    hypotheses = generation.generate(command, log_path, n_documents, "D-", unit="doc")
     hypo_path = os.path.join(args.output_dir, f"{args.subset}.hypo")
     with open(hypo_path, "w", encoding="utf-8") as f:
-        f.write("".join(hypotheses[i] + "\n" for i in range(n_documents)))
+        f.write("".join(h + "\n" for h in hypotheses))
     return hypo_path
 
 
