@@ -131,11 +131,16 @@ def test_published_checkpoint_restores_with_a_fresh_head(toy_task, tmp_path):
     published = str(tmp_path / "model.pt")
     published_style_checkpoint(toy_task, str(tmp_path / "plain" / "checkpoint_last.pt"), published)
     assert isinstance(load(published)["args"], argparse.Namespace)
+    # --restore-file with resets (fairseq's GLUE example), and --finetune-from-model (the recipes: loaded only
+    # when the run folder has no checkpoint of its own)
+    loads = {"restore": ["--restore-file", published, "--reset-optimizer", "--reset-dataloader", "--reset-meters"],
+             "finetune": ["--finetune-from-model", published]}
     for arch in ("roberta_base", "roberta_sn_base"):
-        proc, records = run_fairseq("train", train_args(
-            toy_task, str(tmp_path / arch), "--restore-file", published, "--reset-optimizer", "--reset-dataloader",
-            "--reset-meters", "--max-update", "2", arch=arch))
-        assert len(records["train_inner"]) == 2
+        for name, flags in loads.items():
+            proc, records = run_fairseq("train", train_args(toy_task, str(tmp_path / arch / name), *flags,
+                                                            "--max-update", "2", arch=arch))
+            assert len(records["train_inner"]) == 2
+            assert f"Loaded checkpoint {published} (epoch" in proc.stdout + proc.stderr, name
 
 
 def test_checkpoints_need_nothing_beyond_the_allowed_globals(toy_task, r4f_run):
