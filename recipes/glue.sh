@@ -100,16 +100,10 @@ else
   glue_value WEIGHT_DECAY weight_decay
   METHOD_FLAGS=()
 fi
-case "$TASK" in
-  MNLI) VALID=valid,valid1 ;;  # matched, mismatched; the checkpoint is chosen on matched
-  *) VALID=valid ;;
-esac
-case "$TASK" in
-  QQP | MRPC) TASK_FLAGS=(--report-acc-and-f1) ;;
-  CoLA) TASK_FLAGS=(--report-mcc) ;;
-  STS-B) TASK_FLAGS=(--regression-target --report-pearson-and-spearman) ;;
-  *) TASK_FLAGS=() ;;
-esac
+task_value VALID valid_subsets
+task_value METRIC_FLAGS metric_flags
+TASK_FLAGS=()
+[[ "$METRIC_FLAGS" == - ]] || read -ra TASK_FLAGS <<< "$METRIC_FLAGS"
 split_batch "$BATCH"
 glue_value MAX_POSITIONS max_positions
 pretrained_flags "${ROBERTA_PATH:-}"

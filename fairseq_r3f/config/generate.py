@@ -23,13 +23,6 @@ CONFIG_DIR = os.path.dirname(os.path.abspath(__file__))
 
 # The metric each GLUE task reports and is selected on comes from glue_tasks.tsv; these are the criterion flags
 # that make the criterion log it (as recipes/glue.sh passes them).
-GLUE_TASK_CRITERION = {
-    "QQP": {"report_acc_and_f1": True},
-    "MRPC": {"report_acc_and_f1": True},
-    "CoLA": {"report_mcc": True},
-    "STS-B": {"regression_target": True, "report_pearson_and_spearman": True},
-}
-GLUE_VALID_SUBSETS = {"MNLI": "valid,valid1"}  # matched, mismatched; the checkpoint is chosen on matched
 GLUE_METHODS = {
     "stdpp": ("STD++: the paper's budget and optimiser with the plain cross-entropy", "sentence_prediction",
               "roberta_large"),
@@ -97,6 +90,11 @@ def sentence_prediction_config(shared: Dict[str, str], num_classes: int, metric:
     }
 
 
+def metric_flag_fields(flags: str) -> Config:
+    """glue_tasks.tsv's metric_flags (``--report-mcc``, ``-`` for none) as criterion fields (report_mcc: true)."""
+    return {flag[2:].replace("-", "_"): True for flag in flags.split() if flag != "-"}
+
+
 def glue_configs() -> List[Tuple[str, str, Config]]:
     shared = {name: row["value"] for name, row in read_table("glue.tsv").items()}
     configs = []
@@ -106,10 +104,10 @@ def glue_configs() -> List[Tuple[str, str, Config]]:
             header = (f"GLUE {task}, {what}.\nlr, updates, batch: paper Table 5 (fairseq_r3f/hparams/glue_tasks.tsv);"
                       f"\nthe rest: Table 6 and RoBERTa's GLUE settings (glue.tsv).")
             config = sentence_prediction_config(
-                shared, number(row["num_classes"]), row["metric"], GLUE_VALID_SUBSETS.get(task, "valid"), criterion,
+                shared, number(row["num_classes"]), row["metric"], row["valid_subsets"], criterion,
                 arch, row["lr"], max_update, number(row["batch_size"]), warmup_updates(shared["warmup_ratio"],
                                                                                       max_update),
-                GLUE_TASK_CRITERION.get(task, {}))
+                metric_flag_fields(row["metric_flags"]))
             name = os.path.join("glue", f"{file_stem(task)}_{method}.yaml")
             configs.append((name, header + usage(name, f"GLUE_BIN/{task}-bin"), config))
     return configs

@@ -14,15 +14,8 @@ from typing import Dict, List, Optional, Sequence
 
 from fairseq_r3f.tools import USER_DIR, read_table  # noqa: F401  (USER_DIR: used by the drivers)
 
-# fairseq-train flags a sentence_prediction criterion needs to log a task's metric.
-METRIC_FLAGS = {
-    "accuracy": [],
-    "mcc": ["--report-mcc"],
-    "f1": ["--report-acc-and-f1"],
-    "acc_and_f1": ["--report-acc-and-f1"],
-    "pearson": ["--regression-target", "--report-pearson-and-spearman"],
-    "spearman": ["--regression-target", "--report-pearson-and-spearman"],
-}
+# The metrics a sentence_prediction criterion logs (with glue_tasks.tsv's metric_flags).
+METRICS = ("accuracy", "mcc", "f1", "acc_and_f1", "pearson", "spearman")
 
 
 @dataclass
@@ -189,9 +182,17 @@ class GlueHparams:
 
     def metric(self, task: str) -> str:
         metric = self.task(task)["metric"]
-        if metric not in METRIC_FLAGS:
-            raise ValueError(f"glue_tasks.tsv: metric {metric!r} of {task} is not one of {', '.join(METRIC_FLAGS)}")
+        if metric not in METRICS:
+            raise ValueError(f"glue_tasks.tsv: metric {metric!r} of {task} is not one of {', '.join(METRICS)}")
         return metric
+
+    def metric_flags(self, task: str) -> List[str]:
+        """The sentence_prediction flags that log the task's metrics (glue_tasks.tsv's metric_flags)."""
+        row = self.task(task)
+        if "metric_flags" not in row:
+            raise ValueError(f"glue_tasks.tsv has no metric_flags column (the flags that log {task}'s "
+                             f"{row['metric']}): copy it from fairseq_r3f/hparams/glue_tasks.tsv")
+        return [flag for flag in row["metric_flags"].split() if flag != "-"]
 
     def training_flags(self, task: str, arch: str) -> List[str]:
         """Model, optimiser, schedule and batch of one GLUE run (appendix Tables 5 and 6), for fine-tuning
@@ -209,5 +210,5 @@ class GlueHparams:
             "--max-update", str(max_update), "--batch-size", row["batch_size"], "--max-tokens", s["max_tokens"],
             "--required-batch-size-multiple", "1",  # or validation drops len % 8 examples
             "--valid-subset", "valid", "--best-checkpoint-metric", self.metric(task),
-            "--maximize-best-checkpoint-metric", *METRIC_FLAGS[self.metric(task)],
+            "--maximize-best-checkpoint-metric", *self.metric_flags(task),
         ]
