@@ -98,6 +98,12 @@ def hparams_path(name: str) -> str:
     return str(path)
 
 
+def tiny_model_flags(family: str) -> List[str]:
+    """fairseq-train flags of the tiny randomly initialised model (``roberta`` or ``seq2seq``) that TINY=1, the
+    probing drivers' --tiny and the tests train on the CPU (fairseq_r3f/hparams/tiny.tsv)."""
+    return read_table("tiny.tsv")[family]["flags"].split()
+
+
 def read_table(path: str) -> Dict[str, Dict[str, str]]:
     """A tab-separated table (``#`` comment lines, then a header) as {first column: {column: value}}.
 

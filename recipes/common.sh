@@ -199,8 +199,13 @@ shared_flags() {
   fi
 }
 
-# The tiny RoBERTa of tests/conftest.py, replacing the pretrained checkpoint in TINY mode.
-TINY_MODEL_FLAGS=(--encoder-layers 2 --encoder-embed-dim 32 --encoder-ffn-embed-dim 64 --encoder-attention-heads 2)
+# The tiny models replacing the pretrained checkpoint in TINY mode (fairseq_r3f/hparams/tiny.tsv, which the
+# probing drivers' --tiny and the tests read too): TINY_MODEL_FLAGS for RoBERTa, TINY_SEQ2SEQ_FLAGS for BART and
+# the transformer.
+hparam_set TINY_FLAG_LINE "$HPARAMS/tiny.tsv" roberta flags
+read -r -a TINY_MODEL_FLAGS <<< "$TINY_FLAG_LINE"
+hparam_set TINY_FLAG_LINE "$HPARAMS/tiny.tsv" seq2seq flags
+read -r -a TINY_SEQ2SEQ_FLAGS <<< "$TINY_FLAG_LINE"
 
 # pretrained_flags PATH: --finetune-from-model PATH, which fairseq honours only while the run folder has no
 # checkpoint_last.pt (it then loads PATH and resets optimizer, scheduler, meters and data loader); a run that

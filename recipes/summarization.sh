@@ -55,9 +55,7 @@ PER_GPU_TOKENS=$(per_gpu_batch "$TOKENS_PER_UPDATE")
 # --finetune-from-model loads BART only when the run has no checkpoint_last.pt: a restarted run resumes
 MODEL_FLAGS=(--arch "$HP_arch" --finetune-from-model "${BART_PATH:-}")
 if [[ "$TINY" == 1 ]]; then
-  MODEL_FLAGS=(--arch bart_base --encoder-layers 1 --decoder-layers 1 --encoder-embed-dim 32
-    --decoder-embed-dim 32 --encoder-ffn-embed-dim 64 --decoder-ffn-embed-dim 64 --encoder-attention-heads 2
-    --decoder-attention-heads 2 --max-source-positions 64 --max-target-positions 64)
+  MODEL_FLAGS=(--arch bart_base "${TINY_SEQ2SEQ_FLAGS[@]}")
   MAX_UPDATE=$TINY_UPDATES WARMUP=1 PER_GPU_TOKENS=512
 elif ((PER_GPU_TOKENS < 1024)); then
   die "$PER_GPU_TOKENS tokens per GPU step cannot hold a 1024-token article: lower UPDATE_FREQ (the effective batch is $TOKENS_PER_UPDATE tokens)"

@@ -66,9 +66,7 @@ MAX_UPDATE=$HP_max_update WARMUP=$HP_warmup_updates
 read -r -a MODEL_FLAGS <<< "$HP_model_flags"
 MODEL_FLAGS=(--arch "$HP_arch" "${MODEL_FLAGS[@]}")
 if [[ "$TINY" == 1 ]]; then
-  MODEL_FLAGS+=(--encoder-layers 1 --decoder-layers 1 --encoder-embed-dim 32 --decoder-embed-dim 32
-    --encoder-ffn-embed-dim 64 --decoder-ffn-embed-dim 64 --encoder-attention-heads 2 --decoder-attention-heads 2
-    --max-source-positions 64 --max-target-positions 64)
+  MODEL_FLAGS+=("${TINY_SEQ2SEQ_FLAGS[@]}")
   MAX_UPDATE=$TINY_UPDATES WARMUP=1 PER_GPU_TOKENS=512
 fi
 TASK_FLAGS=(--task "$HP_task" --source-lang "$HP_source_lang" --target-lang "$HP_target_lang")

@@ -12,22 +12,16 @@ import subprocess
 import pytest
 
 from fairseq_r3f.logs import read_json_log
-from fairseq_r3f.tools import fairseq_command
+from fairseq_r3f.tools import fairseq_command, tiny_model_flags
 from fairseq_r3f.toy_data import write_toy_task
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 USER_DIR = os.path.join(REPO, "fairseq_r3f")
 
-# A RoBERTa small enough to train for a few updates on the CPU in about a second.
-TINY_ROBERTA = [
-    "--encoder-layers", "2", "--encoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64",
-    "--encoder-attention-heads", "2", "--max-positions", "64",
-]
-TINY_BART = [
-    "--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "32", "--decoder-embed-dim", "32",
-    "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64", "--encoder-attention-heads", "2",
-    "--decoder-attention-heads", "2", "--max-source-positions", "64", "--max-target-positions", "64",
-]
+# A RoBERTa, and a BART, small enough to train for a few updates on the CPU in about a second: the tiny
+# models of the recipes' TINY=1 (fairseq_r3f/hparams/tiny.tsv).
+TINY_ROBERTA = [*tiny_model_flags("roberta"), "--max-positions", "64"]
+TINY_BART = tiny_model_flags("seq2seq")
 NO_DROPOUT = ["--dropout", "0", "--attention-dropout", "0", "--activation-dropout", "0", "--pooler-dropout", "0"]
 
 

@@ -31,15 +31,14 @@ from fairseq_r3f import runs
 from fairseq_r3f.logs import read_json_log
 from fairseq_r3f.probing import methods as method_defs
 from fairseq_r3f.probing.methods import USER_DIR, GlueHparams, Method
-from fairseq_r3f.tools import CommandFailed, run_logged
+from fairseq_r3f.tools import CommandFailed, run_logged, tiny_model_flags
 
 logger = logging.getLogger("fairseq_r3f.probing")
 
 STATE_VERSION = 1
 
 # --tiny: the tiny RoBERTa of the tests and of the recipes' TINY=1, on the CPU, for a few updates per run.
-TINY_MODEL = ["--encoder-layers", "2", "--encoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64",
-              "--encoder-attention-heads", "2", "--max-positions", "64"]
+TINY_MODEL = [*tiny_model_flags("roberta"), "--max-positions", "64"]
 
 T = TypeVar("T")
 
