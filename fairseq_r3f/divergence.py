@@ -1,20 +1,128 @@
-"""The divergences between a model's outputs on clean and on perturbed inputs. Always computed in fp32."""
+"""The divergences between a model's outputs on clean and on perturbed inputs. Always computed in fp32 (or
+in the inputs' precision when that is higher).
+
+:func:`symmetric_kl` is the one both R3F criterions use. For generation it runs over the whole vocabulary at
+every target position, so it is fused: forward and backward work through the rows in chunks, straight from
+the two logit tensors, and keep nothing of size [rows x V] for the backward but those two tensors (which
+stay in their own dtype: fp16/bf16 logits are never copied to fp32 as a whole). Plain autograd on the same
+formula (:func:`symmetric_kl_autograd`, kept as the reference) keeps about six fp32 [rows x V] tensors.
+"""
 
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
+# Elements of one chunk (rows x V) worked on at once: a handful of fp32 temporaries of this size exist at a
+# time, 16 MiB each, whatever the number of rows. Large enough that the per-chunk overhead is negligible.
+CHUNK_ELEMENTS = 1 << 22
 
-def symmetric_kl(logits_p: torch.Tensor, logits_q: torch.Tensor, mask: Optional[torch.Tensor] = None):
+
+def _compute_dtype(logits: torch.Tensor) -> torch.dtype:
+    return torch.promote_types(logits.dtype, torch.float32)
+
+
+def _rows(logits_p: torch.Tensor, logits_q: torch.Tensor, mask: Optional[torch.Tensor]):
+    """Both logit tensors as [rows x V] (views where possible) and the mask as [rows] (or None)."""
+    if logits_p.shape != logits_q.shape:
+        raise ValueError(f"symmetric_kl needs two logit tensors of one shape, got {tuple(logits_p.shape)} and "
+                         f"{tuple(logits_q.shape)}")
+    if mask is not None and mask.shape != logits_p.shape[:-1]:
+        raise ValueError(f"the mask must have the logits' leading shape {tuple(logits_p.shape[:-1])} (True = row "
+                         f"counted), got {tuple(mask.shape)}")
+    vocab = logits_p.size(-1)
+    rows_mask = None if mask is None else mask.reshape(-1).to(torch.bool)
+    return logits_p.reshape(-1, vocab), logits_q.reshape(-1, vocab), rows_mask
+
+
+def _chunks(rows: int, vocab: int, chunk_rows: Optional[int]):
+    step = chunk_rows or max(1, CHUNK_ELEMENTS // max(vocab, 1))
+    return [(start, min(start + step, rows)) for start in range(0, rows, step)]
+
+
+def _project(g: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """g - p * sum(g), the backward of log-softmax. It removes any error proportional to p in a row of g, so
+    the rounding of each row's normaliser (in p, q and D alike) cancels; written out term by term, it stays."""
+    return g.sub_(p * g.sum(dim=-1, keepdim=True))
+
+
+class _FusedSymmetricKL(torch.autograd.Function):
+    """sum over kept rows of sum_v (p_v - q_v)(log p_v - log q_v), p = softmax(a), q = softmax(b).
+
+    With D = log p - log q, per row: dS/da = p * (D - sum(p * D)) + p - q and dS/db = q * (sum(q * D) - D)
+    + q - p (the mirror image: swapping a and b negates D). Backward recomputes p, q and D chunk by chunk and
+    evaluates these as g - p * sum(g) with g = p * D + p - q (equal, since sum(p - q) = 0), which is how
+    log-softmax's own backward rounds.
+    """
+
+    @staticmethod
+    def forward(ctx, a, b, mask, chunk_rows):
+        dtype = _compute_dtype(a)
+        total = torch.zeros((), dtype=dtype, device=a.device)
+        for start, end in _chunks(a.size(0), a.size(1), chunk_rows):
+            log_p = F.log_softmax(a[start:end], dim=-1, dtype=dtype)
+            log_q = F.log_softmax(b[start:end], dim=-1, dtype=dtype)
+            # exp is monotonic, so (p - q) and (log p - log q) never differ in sign: every term is >= 0
+            per_row = ((log_p.exp() - log_q.exp()) * (log_p - log_q)).sum(dim=-1)
+            if mask is not None:
+                per_row = per_row.masked_fill(~mask[start:end], 0.0)
+            total += per_row.sum()
+        ctx.save_for_backward(a, b, mask)
+        ctx.chunk_rows = chunk_rows
+        return total
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_total):
+        a, b, mask = ctx.saved_tensors
+        need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_a = torch.empty_like(a) if need_a else None
+        grad_b = torch.empty_like(b) if need_b else None
+        dtype = _compute_dtype(a)
+        grad_total = grad_total.to(dtype)
+        for start, end in _chunks(a.size(0), a.size(1), ctx.chunk_rows):
+            x, y = a[start:end].to(dtype, copy=True), b[start:end].to(dtype, copy=True)
+            log_z_x, log_z_y = torch.logsumexp(x, dim=-1, keepdim=True), torch.logsumexp(y, dim=-1, keepdim=True)
+            # D as (x - y) - (log Z_x - log Z_y), not as a difference of two log-probabilities, each rounded
+            # at the magnitude of log V: with the projection this keeps the gradient's error at 3e-7
+            d = (x - y).sub_(log_z_x - log_z_y)
+            p, q = x.sub_(log_z_x).exp_(), y.sub_(log_z_y).exp_()
+            dropped = None if mask is None else ~mask[start:end].unsqueeze(-1)
+            for needed, grad, chunk in (
+                (need_a, grad_a, lambda: _project(p * d + p - q, p)),
+                (need_b, grad_b, lambda: _project(q * d.neg() + q - p, q)),
+            ):
+                if needed:
+                    value = chunk().mul_(grad_total)
+                    # masked_fill, not a product with the mask: a padding row's logits may be anything
+                    grad[start:end] = value if dropped is None else value.masked_fill_(dropped, 0.0)
+        return grad_a, grad_b, None, None
+
+
+def symmetric_kl(logits_p: torch.Tensor, logits_q: torch.Tensor, mask: Optional[torch.Tensor] = None,
+                 chunk_rows: Optional[int] = None):
     """KL(p || q) + KL(q || p) between the categorical distributions given by two logit tensors (... x V),
     summed over all rows; ``mask`` (the leading dims, True = keep) leaves rows out, e.g. padding targets.
 
     Written as sum_v (p_v - q_v)(log p_v - log q_v): every term is >= 0, so the result is never negative
-    (a difference of two ``kl_div`` calls can come out at -1e-9). Gradients flow into both arguments.
+    (a difference of two ``kl_div`` calls can come out at -1e-9). Gradients flow into both arguments; masked
+    rows get a zero gradient. Accumulated in fp32 whatever the logits' dtype (float64 stays float64).
+    ``chunk_rows`` overrides how many rows are worked on at once (default: CHUNK_ELEMENTS // V).
     """
-    log_p = F.log_softmax(logits_p, dim=-1, dtype=torch.float32)
-    log_q = F.log_softmax(logits_q, dim=-1, dtype=torch.float32)
+    a, b, rows_mask = _rows(logits_p, logits_q, mask)
+    if a.size(0) == 0:
+        return (a.sum() + b.sum()).to(_compute_dtype(a))
+    return _FusedSymmetricKL.apply(a, b, rows_mask, chunk_rows)
+
+
+def symmetric_kl_autograd(logits_p: torch.Tensor, logits_q: torch.Tensor, mask: Optional[torch.Tensor] = None):
+    """:func:`symmetric_kl` in plain autograd, as the criterions computed it before it was fused: the
+    reference the fused version is tested and benchmarked against. It keeps two log-softmaxes, two
+    probability tensors and their differences, all fp32 [rows x V], for the backward."""
+    _rows(logits_p, logits_q, mask)
+    dtype = _compute_dtype(logits_p)
+    log_p = F.log_softmax(logits_p, dim=-1, dtype=dtype)
+    log_q = F.log_softmax(logits_q, dim=-1, dtype=dtype)
     per_row = ((log_p.exp() - log_q.exp()) * (log_p - log_q)).sum(dim=-1)
     if mask is not None:
         per_row = per_row.masked_fill(~mask, 0.0)
