@@ -22,6 +22,11 @@ E included, is what the paper's objective (Eq. 3) asks for. Both criterions use 
 What is added is a :data:`Perturbation`: R3F's fresh noise for each forward (:func:`random_noise`), or a given
 tensor (:func:`fixed`), which SMART and FreeLB take from an :class:`EmbeddingBall`, their ball around the
 clean embeddings (random start, normalised ascent step, projection).
+
+A second point serves SMART as its authors released it (namisan/mt-dnn): :func:`perturbed_embedding_output`
+adds the perturbation to what ``forward_embedding`` returns -- the embedding layer's output, after scaling,
+positions, the embedding layer norm and dropout, i.e. the input of the first layer -- and
+:func:`per_token_normalised` is that code's ascent step (each token's vector divided by its own maximum).
 """
 
 import contextlib
@@ -36,6 +41,9 @@ from fairseq.models.transformer import TransformerEncoderBase
 
 NOISE_TYPES = ("uniform", "normal", "none")
 NORMS = ("l2", "linf")
+# where a perturbation is added: the raw token embeddings (R3F, FreeLB, SMART as its paper writes it) or the
+# embedding layer's output (SMART's released code)
+POINTS = ("token_embeddings", "embedding_output")
 
 # delta(token_embedding) -> perturbation of the same shape (B x T x C), in fp32
 Perturbation = Callable[[torch.Tensor], torch.Tensor]
@@ -108,6 +116,51 @@ def perturbed_token_embeddings(
         del encoder.forward_embedding  # the class's method shows through again
 
 
+@contextlib.contextmanager
+def perturbed_embedding_output(model: nn.Module, perturbation: Perturbation, reuse: Optional[dict] = None
+                               ) -> Iterator[None]:
+    """Within the block, every forward of ``model``'s encoder adds ``perturbation(x)`` to the output ``x`` of
+    its embedding layer (B x T x C: scaled token embeddings plus positions, through the embedding layer norm
+    and dropout), the input of the first layer, where mt-dnn's SMART adds its noise. The sum is formed in fp32
+    and cast back once. The encoder zeroes padding rows right after, as without a perturbation.
+
+    ``reuse``: a dict, empty on entry, in which the first forward leaves its embedding output; every later
+    forward of the block starts from that same tensor (graph included) instead of embedding again. mt-dnn
+    embeds once and feeds that one tensor, hence one embedding-dropout mask, to its ascent and final forwards.
+    """
+    encoder = find_token_encoder(model)
+    original = encoder.forward_embedding
+
+    def forward_embedding(src_tokens, token_embedding=None):
+        if reuse is not None and "x" in reuse:
+            if reuse["x"].shape[:2] != src_tokens.shape:
+                raise ValueError(f"the kept embedding output has shape {tuple(reuse['x'].shape)}, but this forward "
+                                 f"embeds tokens of shape {tuple(src_tokens.shape)}: one reuse dict per batch")
+            x, embed = reuse["x"], reuse["embed"]
+        else:
+            x, embed = original(src_tokens, token_embedding)
+            if reuse is not None:
+                reuse.update(x=x, embed=embed)
+        return (x.float() + perturbation(x)).to(x.dtype), embed
+
+    encoder.forward_embedding = forward_embedding
+    try:
+        yield
+    finally:
+        del encoder.forward_embedding
+
+
+def per_token_normalised(x: torch.Tensor, norm: str, stabiliser: float) -> torch.Tensor:
+    """``x`` (B x T x C) with each token's vector divided by its own norm plus ``stabiliser``: its largest
+    absolute entry (linf) or its L2 norm (l2). The result has norm just under 1 per token whatever the size of
+    ``x``; this is how mt-dnn's SMART turns ``noise + step x grad`` into the next noise (there is no other
+    bound on the perturbation)."""
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}: choose one of {', '.join(NORMS)}")
+    scale = x.abs().amax(dim=-1, keepdim=True) if norm == "linf" else x.norm(dim=-1, keepdim=True)
+    return x / (scale + stabiliser)
+
+
 def random_noise(noise_type: str, eps: float) -> Perturbation:
     """The R3F perturbation: fresh noise for each forward, sampled on the model's device."""
     return lambda token_embedding: sample_noise(token_embedding, noise_type, eps)
@@ -166,11 +219,15 @@ class EmbeddingBall:
         return self.project(delta)
 
 
-def embedding_ball(model, sample, norm: str, radius: float):
-    """The ball for this batch, and the shape (B x T x C) of its perturbations."""
+def embedding_ball(model, sample, norm: str, radius: float, point: str = "token_embeddings"):
+    """The ball for this batch, and the shape (B x T x C) of its perturbations at ``point`` (one of
+    :data:`POINTS`)."""
+    if point not in POINTS:
+        raise ValueError(f"unknown perturbation point {point!r}: choose one of {', '.join(POINTS)}")
     encoder = find_token_encoder(model)
     tokens = sample["net_input"]["src_tokens"]
-    shape = (*tokens.shape, encoder.embed_tokens.embedding_dim)
+    width = encoder.embed_tokens.embedding_dim if point == "token_embeddings" else encoder.cfg.encoder.embed_dim
+    shape = (*tokens.shape, width)
     return EmbeddingBall(norm, radius, tokens.ne(encoder.padding_idx)), shape
 
 

@@ -55,6 +55,14 @@ def test_switched_on_changes_training(toy_task, tmp_path, standard_run):
     assert all(r["adv_loss"] > r["loss"] for r in freelb["train_inner"])
 
 
+def test_smart_as_released_trains_through_fairseq_train(toy_task, tmp_path, standard_run):
+    # the authors' variant: noise on the embedding output, per-token normalisation; dropout stays on
+    _, smart = run_fairseq("train", train_args(toy_task, str(tmp_path), "--no-save", "--smart-variant", "released",
+                                               criterion="sentence_prediction_smart"))
+    assert len(smart["train_inner"]) == 10 and all(r["symm_kl"] > 0 for r in smart["train_inner"])
+    assert losses(smart) != standard_run
+
+
 def test_smart_reaches_bart_encoder(toy_task, tmp_path):
     # without dropout a positive KL can only come from the perturbation reaching BART's encoder
     _, smart = run_fairseq("train", train_args(toy_task, str(tmp_path), "--no-save", "--max-update", "3",
