@@ -24,13 +24,18 @@ import math
 import os
 import subprocess
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from fairseq_r3f.tools import USER_DIR
 
 IDENTITY_FILE = "identity.json"
 LABEL_FILE = "run.json"
 CHECKPOINT = "checkpoint_last.pt"
+DONE_FILE = "done"
+PLAN_FILE = "plan.json"
+LOG_FILE = "train.log"
+# run_status's answers; only "finished" runs enter a table.
+STATUSES = ("finished", "unfinished", "truncated", "failed", "foreign")
 
 # method -> (criterion, fairseq task or None for any, needs the plugin's spectrally normalised head)
 METHOD_NEEDS = {
@@ -102,6 +107,21 @@ def _saved_config(checkpoint_path: str) -> Dict:
             "epoch": (state.get("extra_state") or {}).get("train_iterator", {}).get("epoch")}
 
 
+def _stat(path: str) -> List[int]:
+    info = os.stat(path)
+    return [info.st_size, info.st_mtime_ns]
+
+
+def read_json(path: str) -> Any:
+    """A run folder's JSON file; a damaged one is a RunError naming it."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as error:
+        raise RunError(f"{path} is damaged (not JSON: {error}): restore it, or delete the run folder and run it "
+                       f"again") from None
+
+
 def _as_dict(section) -> Dict:
     """A section of a saved fairseq config: a dict, or for models with legacy arguments an argparse.Namespace."""
     if isinstance(section, argparse.Namespace):
@@ -128,6 +148,9 @@ def identity(checkpoint_path: str) -> Dict:
         "seed": _as_dict(cfg.get("common")).get("seed"),
         "num_updates": saved["num_updates"],
         "epoch": saved["epoch"],
+        # which file this was read from: a later checkpoint_last.pt makes the identity stale
+        "checkpoint_stat": _stat(checkpoint_path),
+        "configuration": effective_configuration(cfg),
     }
     for key, value in criterion.items():
         if key in CRITERION_SETTINGS or key.startswith(("smart_", "freelb_")):
@@ -392,13 +415,102 @@ def identify(run_dir: str) -> Dict:
     ident = identity(checkpoint)
     label_path = os.path.join(run_dir, LABEL_FILE)
     if os.path.isfile(label_path):
-        with open(label_path) as f:
-            ident["mismatches"] = label_mismatches(json.load(f), ident)
+        ident["mismatches"] = label_mismatches(read_json(label_path), ident)
     else:
         ident["mismatches"] = [f"{run_dir} has no {LABEL_FILE} to check the checkpoint against"]
-    with open(os.path.join(run_dir, IDENTITY_FILE), "w") as f:
-        json.dump(ident, f, indent=1)
+    _write_atomically(os.path.join(run_dir, IDENTITY_FILE), ident)
     return ident
+
+
+def _write_atomically(path: str, value) -> None:
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "w") as f:
+        json.dump(value, f, indent=1)
+    os.replace(temporary, path)
+
+
+# -- what a run folder holds -----------------------------------------------------------------------------------
+
+def run_identity(run_dir: str) -> Optional[Dict]:
+    """What ran in RUN_DIR: its identity.json while it describes the current checkpoint_last.pt (or the
+    checkpoint was deleted), else read from checkpoint_last.pt; None when there is neither. Nothing is
+    written into the folder."""
+    path, checkpoint = os.path.join(run_dir, IDENTITY_FILE), os.path.join(run_dir, CHECKPOINT)
+    recorded = read_json(path) if os.path.isfile(path) else None
+    if not os.path.isfile(checkpoint):
+        return recorded
+    if recorded is not None and "configuration" in recorded and recorded.get("checkpoint_stat") == _stat(checkpoint):
+        return recorded
+    return identity(checkpoint)
+
+
+def log_last_update(run_dir: str) -> Optional[int]:
+    """The last update train.log reports on the trajectory of the final checkpoint (None: no update record)."""
+    from fairseq_r3f.evaluation.results import final_trajectory, record_updates
+
+    path = os.path.join(run_dir, LOG_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path, errors="replace") as f:
+        records = final_trajectory(f.read())
+    updates = [record_updates(tag, r) for tag, rs in records.items() for r in rs]
+    updates = [u for u in updates if u is not None]
+    return int(max(updates)) if updates else None
+
+
+def planned_end(run_dir: str) -> Optional[int]:
+    """The update the launcher recorded in ``done`` as the run's planned end (None: an older, empty done)."""
+    path = os.path.join(run_dir, DONE_FILE)
+    with open(path) as f:
+        text = f.read().strip()
+    if not text:
+        return None
+    try:
+        value = json.loads(text).get("num_updates")
+    except (json.JSONDecodeError, AttributeError):
+        raise RunError(f"{path} is damaged (not the launcher's JSON): delete it and run the same command again "
+                       f"to finish the run") from None
+    return None if value is None else int(value)
+
+
+def run_status(run_dir: str, accepts=None) -> Tuple[str, str]:
+    """(status, reason) of a run folder, status one of STATUSES. ``accepts(label) -> bool`` says which runs a
+    table reads (the others are "foreign"). "finished": ``done`` exists, and the checkpoint's update equals the
+    last update train.log reports and the planned end recorded in ``done``; "unfinished": no ``done`` (still
+    running, stopped or killed); "truncated": the log and the checkpoint disagree on the last update (a log cut
+    short, a checkpoint replaced); "failed": what ran contradicts the label or the plan, or it stopped at
+    another update than planned."""
+    label = read_json(os.path.join(run_dir, LABEL_FILE))
+    if accepts is not None and not accepts(label):
+        what = label.get("recipe") or ("summarization" if "dataset" in label else None)
+        return "foreign", f"a run of {label.get('task') or label.get('dataset')}" + (f" ({what})" if what else "")
+    if not os.path.isfile(os.path.join(run_dir, DONE_FILE)):
+        return "unfinished", "no done file: not finished (running, stopped or killed; the same command resumes it)"
+    ident = run_identity(run_dir)
+    if ident is None:
+        return "failed", f"done, but neither {CHECKPOINT} nor {IDENTITY_FILE}: what ran is unknown"
+    mismatches = label_mismatches(label, ident)
+    if mismatches:
+        return "failed", "run.json contradicts its checkpoint: " + "; ".join(mismatches)
+    planned = label.get("planned_configuration")
+    if planned and ident.get("configuration"):
+        differ = configuration_differences(planned, ident["configuration"])
+        if differ:
+            return "failed", "the checkpoint's configuration differs from the plan in " + ", ".join(differ)
+    checkpoint_updates = ident.get("num_updates")
+    logged = log_last_update(run_dir)
+    if logged is None:
+        return "truncated", f"{LOG_FILE} reports no update (missing or cut short); the checkpoint is at update " \
+                            f"{checkpoint_updates}"
+    if checkpoint_updates is None or int(checkpoint_updates) != logged:
+        side = "cut short" if checkpoint_updates is not None and logged < int(checkpoint_updates) else \
+            "ahead of the checkpoint"
+        return "truncated", f"{LOG_FILE} ends at update {logged}, the checkpoint is at update {checkpoint_updates} " \
+                            f"(the log is {side})"
+    end = planned_end(run_dir)
+    if end is not None and end != logged:
+        return "failed", f"stopped at update {logged}, the planned end recorded in done is {end}"
+    return "finished", f"update {logged}"
 
 
 def main(argv=None) -> int:

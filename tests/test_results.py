@@ -17,18 +17,26 @@ from fairseq_r3f.evaluation.results import (
     xnli_table,
 )
 from fairseq_r3f.logs import read_json_log
-from fairseq_r3f.runs import METHOD_NEEDS
+from fairseq_r3f.runs import METHOD_NEEDS, log_last_update
 
 
 def log_line(tag, values, time="00:00:00"):
     return f"2026-01-01 {time} | INFO | {tag} | " + json.dumps({k: str(v) for k, v in values.items()})
 
 
-def identity_of(method, seed):
-    """An identity.json as python -m fairseq_r3f.runs identify writes it for a run of ``method``."""
+def identity_of(method, seed, config="default", num_updates=None, **settings):
+    """An identity.json as python -m fairseq_r3f.runs identify writes it for a run of ``method``: its effective
+    configuration here is a few real keys, with the configuration's name standing for the swept settings."""
     criterion, task, sn = METHOD_NEEDS[method]
+    arch = "roberta_sn_large" if sn else "roberta_large"
+    configuration = {"model._name": arch, "criterion._name": criterion, "model.dropout": 0.1,
+                     "optimization.max_update": 2036, SWEPT: config, **settings}
     return {"criterion": criterion, "task": task or "sentence_prediction", "spectral_norm_head": sn,
-            "arch": "roberta_sn_large" if sn else "roberta_large", "seed": seed}
+            "arch": arch, "seed": seed, "num_updates": num_updates, "configuration": configuration}
+
+
+# The stand-in for the settings a search varies (criterion.r3f_lambda, optimization.lr, ...).
+SWEPT = "criterion.grid_point"
 
 
 def valid_lines(rounds, start=1):
@@ -42,18 +50,24 @@ def valid_lines(rounds, start=1):
     return lines
 
 
-def write_run(root, task, method, config, seed, rounds, log=None, identity=True, **label):
-    """A run folder with run.json, identity.json and a train.log of ``rounds`` (or the lines ``log``)."""
+def write_run(root, task, method, config, seed, rounds, log=None, identity=True, finished=True, settings=None,
+              **label):
+    """A run folder with run.json, identity.json, a train.log of ``rounds`` (or the lines ``log``) and, when
+    ``finished``, the launcher's done at the log's last update; ``settings`` change the run's configuration."""
     folder = os.path.join(root, task, method, config, f"seed{seed}")
     os.makedirs(folder)
     with open(os.path.join(folder, "run.json"), "w") as f:
-        json.dump({"task": task, "method": method, "config": config, "seed": seed, **label}, f)
-    if identity:
-        with open(os.path.join(folder, "identity.json"), "w") as f:
-            json.dump(identity_of(method, seed), f)
+        json.dump({"task": task, "method": method, "config": config, "seed": seed, "swept": [SWEPT], **label}, f)
     lines = log if log is not None else valid_lines(rounds)
     with open(os.path.join(folder, "train.log"), "w") as f:
         f.write("\n".join(lines) + "\n")
+    last = log_last_update(folder)
+    if identity:
+        with open(os.path.join(folder, "identity.json"), "w") as f:
+            json.dump(identity_of(method, seed, config, last, **(settings or {})), f)
+    if finished:
+        with open(os.path.join(folder, "done"), "w") as f:
+            json.dump({"num_updates": last, "finished": "2026-01-01T00:00:00Z"}, f)
     return folder
 
 
@@ -84,11 +98,11 @@ def test_max_median_and_the_sweep_configuration_of_best_median(tmp_path):
     write_run(tmp_path, "STS-B", "r4f", "lambda1.0_uniform", 1, [{"valid": {"pearson": 91.25}}])
     summary = summarise(included(collect_runs(str(tmp_path))))
     # lambda 0.1 has the best single seed (90) but lambda 1.0 the best median (81): the median decides.
-    assert summary[("RTE", "r3f")]["config"] == "lambda1.0_normal"
-    assert summary[("RTE", "r3f")]["max"] == [82.0] and summary[("RTE", "r3f")]["median"] == [81.0]
-    assert summary[("RTE", "std")]["median"] == [statistics.median([60.0, 65.0, 62.0, 64.0])] == [63.0]
-    assert summary[("RTE", "std")]["per_seed"] == [60.0, 65.0, 62.0, 64.0]
-    assert summary[("CoLA", "r4f")]["max"] == [55.5]
+    assert summary[("RTE", "r3f", "")]["config"] == "lambda1.0_normal"
+    assert summary[("RTE", "r3f", "")]["max"] == [82.0] and summary[("RTE", "r3f", "")]["median"] == [81.0]
+    assert summary[("RTE", "std", "")]["median"] == [statistics.median([60.0, 65.0, 62.0, 64.0])] == [63.0]
+    assert summary[("RTE", "std", "")]["per_seed"] == [60.0, 65.0, 62.0, 64.0]
+    assert summary[("CoLA", "r4f", "")]["max"] == [55.5]
 
     out = tmp_path / "out"
     assert main(["glue", str(tmp_path), "--out", str(out)]) == 0
@@ -100,7 +114,7 @@ def test_max_median_and_the_sweep_configuration_of_best_median(tmp_path):
     assert "| R3F | - | - | 82.0 | - | - | - | - | - |" in best
     assert "| R4F | - | - | - | - | - | 55.5 | - | 91.2 |" in best
     assert "| STD | - | - | 63.0 | - | - | - | - | - |" in median
-    assert "RTE R3F: lambda1.0_normal, seeds [1, 2, 3]" in table
+    assert "RTE R3F: lambda1.0_normal, seeds [1, 2, 3] (3/3 seeds)" in table
     assert best.index("| STD |") < best.index("| R3F |") < best.index("| R4F |")  # the paper's row order
     assert len((out / "runs.tsv").read_text().splitlines()) == 1 + 10 + 2
     assert (out / "figure2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -108,11 +122,12 @@ def test_max_median_and_the_sweep_configuration_of_best_median(tmp_path):
 
 def test_runs_without_validation_are_reported_and_an_empty_folder_is_an_error(tmp_path, capsys):
     write_run(tmp_path, "SST-2", "std++", "default", 1, [{"valid": {"accuracy": 95.0}}])
-    write_run(tmp_path, "SST-2", "std++", "default", 2, [])  # crashed before its first validation
+    crashed = write_run(tmp_path, "SST-2", "std++", "default", 2, [], finished=False)  # before its first validation
     assert main(["glue", str(tmp_path)]) == 0
     captured = capsys.readouterr()
-    assert "1 run(s) without a validation record" in captured.err
-    assert "| STD++ | - | - | - | - | - | - | 95.0 |" in captured.out
+    assert "left out: 1 run(s) not finished" in captured.err
+    assert "| STD++ | - | - | - | - | - | - | 95.0 (1/2 seeds) |" in captured.out
+    assert f"{crashed}: unfinished (no done file" in captured.out
     assert main(["glue", str(tmp_path / "none")]) == 2
     assert "no run found" in capsys.readouterr().err
 
@@ -198,8 +213,9 @@ def test_mislabelled_runs_stop_the_tables_and_runs_without_identity_are_counted(
     write_run(tmp_path, "RTE", "r3f", "c", 2, [{"valid": {"accuracy": 72.0}}], identity=False)
     assert main(["glue", str(tmp_path)]) == 0
     captured = capsys.readouterr()
-    assert "left out: 2 run(s) without a checkpoint or identity.json" in captured.err
-    assert "| R3F | - | - | 70.0 |" in captured.out and "R4F" not in captured.out
+    assert "left out: 2 run(s) not finished" in captured.err
+    assert f"{bad}: failed (done, but neither checkpoint_last.pt nor identity.json" in captured.out
+    assert "| R3F | - | - | 70.0 (1/2 seeds) |" in captured.out and "| R4F |" not in captured.out
 
 
 def test_configurations_searched_per_cell_and_fewer_than_planned(tmp_path, capsys):

@@ -234,43 +234,64 @@ def mean_noise_kept(records: Dict[str, List[Dict]]) -> Optional[float]:
 # ---------------------------------------------------------------- the runs of a folder
 
 def run_identity(folder: str) -> Optional[Dict]:
-    """What ran in ``folder``: its identity.json, or read from checkpoint_last.pt; None if neither exists."""
+    """What ran in ``folder`` (runs.run_identity): identity.json, or read from checkpoint_last.pt; None if neither."""
     from fairseq_r3f import runs
 
-    path = os.path.join(folder, runs.IDENTITY_FILE)
-    if os.path.isfile(path):
-        with open(path) as f:
-            return json.load(f)
-    checkpoint = os.path.join(folder, runs.CHECKPOINT)
-    if os.path.isfile(checkpoint):
-        return runs.identity(checkpoint)
-    return None
+    return runs.run_identity(folder)
 
 
-def collect_runs(root: str, half: Optional[str] = None) -> List[Dict]:
-    """Every GLUE run under ``root`` (a folder with run.json) with its identity and, from the log's final
-    trajectory, its best round: "values" (None without a round), "score", "noise_kept", "seconds_to_best"."""
-    from fairseq_r3f.runs import RunError, label_mismatches
+def is_glue(label: Dict) -> bool:
+    return label.get("task") in GLUE_COLUMNS and label.get("recipe", "glue") in ("glue", "hydra", "probing")
+
+
+def read_plans(root: str) -> List[Dict]:
+    """Every planned run of the plan.json files under ``root``: {"dir" (absolute), "config", "seed", "plan"}."""
+    from fairseq_r3f import runs
+
+    planned = []
+    for folder, _dirs, files in sorted(os.walk(root)):
+        if runs.PLAN_FILE in files:
+            path = os.path.join(folder, runs.PLAN_FILE)
+            try:
+                plan = runs.read_json(path)
+                entries = [{"dir": os.path.normpath(os.path.join(folder, entry["dir"])), "config": entry["config"],
+                            "seed": entry["seed"], "plan": path} for entry in plan["runs"]]
+            except runs.RunError as error:
+                raise ResultsError(str(error)) from None
+            except (KeyError, TypeError) as error:
+                raise ResultsError(f"{path} is not a plan (expected {{\"runs\": [{{\"dir\", \"config\", \"seed\"}}, "
+                                   f"...]}}, missing {error}): restore it or launch the sweep again") from None
+            planned += entries
+    return planned
+
+
+def collect_runs(root: str, half: Optional[str] = None, accepts=is_glue) -> List[Dict]:
+    """Every run under ``root`` (a folder with run.json) that ``accepts`` its label, with its status
+    (runs.run_status), its effective configuration and, from the log's final trajectory, its best round:
+    "values" (None without a round), "score", "noise_kept", "seconds_to_best". Runs of other tasks are counted
+    in a note; a run whose checkpoint contradicts its label stops the tables."""
+    from fairseq_r3f import runs
 
     found, other_tasks, mislabelled = [], [], []
     for folder, _dirs, files in sorted(os.walk(root)):
-        if "run.json" not in files:
-            continue
-        with open(os.path.join(folder, "run.json")) as f:
-            run = json.load(f)
-        if run.get("task") not in GLUE_COLUMNS:
-            other_tasks.append(folder)
+        if runs.LABEL_FILE not in files:
             continue
         try:
-            ident = run_identity(folder)
-        except RunError as error:
-            raise ResultsError(f"{folder}: {error}") from error
-        if ident is not None and label_mismatches(run, ident):
-            mislabelled.append(f"  {folder}: " + "; ".join(label_mismatches(run, ident)))
+            run = runs.read_json(os.path.join(folder, runs.LABEL_FILE))
+            status, reason = runs.run_status(folder, accepts)
+            ident = None if status == "foreign" else run_identity(folder)
+        except runs.RunError as error:
+            raise ResultsError(f"{folder}: {error}" if folder not in str(error) else str(error)) from None
+        if status == "foreign":
+            other_tasks.append(folder)
+            continue
+        if ident is not None and runs.label_mismatches(run, ident):
+            mislabelled.append(f"  {folder}: " + "; ".join(runs.label_mismatches(run, ident)))
         run.update(folder=folder, identity=ident, values=None, score=None, noise_kept=None, seconds_to_best=None,
-                   finished=os.path.exists(os.path.join(folder, "done")))
-        log_path = os.path.join(folder, "train.log")
-        if os.path.exists(log_path):
+                   status=status, reason=reason, configuration=(ident or {}).get("configuration"),
+                   finished=status == "finished")
+        log_path = os.path.join(folder, runs.LOG_FILE)
+        if os.path.exists(log_path) and run.get("task") in GLUE_COLUMNS:
             with open(log_path, errors="replace") as f:
                 records = final_trajectory(f.read())
             select, report = columns(run["task"], half)
@@ -281,7 +302,7 @@ def collect_runs(root: str, half: Optional[str] = None) -> List[Dict]:
             run["noise_kept"] = mean_noise_kept(records)
         found.append(run)
     if other_tasks:
-        print(f"note: {len(other_tasks)} run(s) of tasks other than GLUE's are not in these tables: "
+        print(f"note: {len(other_tasks)} run(s) of other tasks or recipes are not in these tables: "
               f"{other_tasks[:3]}", file=sys.stderr)
     if mislabelled:
         raise ResultsError(
@@ -294,22 +315,25 @@ def collect_runs(root: str, half: Optional[str] = None) -> List[Dict]:
 
 
 def included(runs: List[Dict]) -> List[Dict]:
-    """The runs that enter the tables; every other one is counted on stderr with the reason."""
+    """The runs that enter the tables: finished, with a validation record and a known configuration; every
+    other one is counted on stderr with the reason (and listed in the tables' notes)."""
     reasons = {
+        "not finished (listed in the notes)": [r for r in runs if r["status"] != "finished"],
         "without a checkpoint or identity.json (what ran cannot be checked; the recipe writes identity.json "
-        "with python -m fairseq_r3f.runs identify RUN_DIR)": [r for r in runs if r["identity"] is None],
-        "without a validation record": [r for r in runs if r["identity"] is not None and r["values"] is None],
+        "with python -m fairseq_r3f.runs identify RUN_DIR)": [
+            r for r in runs if r["status"] == "finished" and r["identity"] is None],
+        "whose identity.json has no configuration and no checkpoint to read it from (written by an older "
+        "plugin: python -m fairseq_r3f.runs identify RUN_DIR needs the checkpoint)": [
+            r for r in runs if r["status"] == "finished" and r["identity"] is not None and r["configuration"] is None],
+        "without a validation record": [r for r in runs if r["status"] == "finished" and r["configuration"] is not None
+                                        and r["values"] is None],
     }
     for reason, left_out in reasons.items():
         if left_out:
             print(f"left out: {len(left_out)} run(s) {reason}: {[r['folder'] for r in left_out][:5]}",
                   file=sys.stderr)
-    kept = [r for r in runs if r["identity"] is not None and r["values"] is not None]
-    unfinished = [r["folder"] for r in kept if not r["finished"]]
-    if unfinished:
-        print(f"note: {len(unfinished)} run(s) in the tables have not finished (no done file): {unfinished[:5]}",
-              file=sys.stderr)
-    return kept
+    return [r for r in runs if r["status"] == "finished" and r["configuration"] is not None
+            and r["values"] is not None]
 
 
 def planned_configurations(run: Dict) -> Optional[int]:
@@ -318,45 +342,167 @@ def planned_configurations(run: Dict) -> Optional[int]:
     return int(value) if isinstance(value, (int, float)) else None
 
 
-def summarise(runs: List[Dict]) -> Dict[Tuple[str, str], Dict]:
-    """Per (task, method): the configuration of best median selection score over seeds, its reported max (the
-    seed of best selection score) and median, and how many configurations the search had."""
-    groups: Dict[Tuple[str, str, str], List[Dict]] = defaultdict(list)
-    planned: Dict[Tuple[str, str], List[int]] = defaultdict(list)
+def swept_keys(run: Dict) -> List[str]:
+    """The configuration keys the run's search varies: run.json's "swept", or for a run folder written before the
+    launcher recorded it, the label's search grid axes with more than one value, mapped to the configuration's
+    keys of the same field name (r3f_lambda -> criterion.r3f_lambda)."""
+    if isinstance(run.get("swept"), list):
+        return list(run["swept"])
+    grid = (run.get("search") or {}).get("grid") if isinstance(run.get("search"), dict) else None
+    configuration = run.get("configuration") or {}
+    keys = []
+    for axis, values in (grid or {}).items():
+        if isinstance(values, list) and len(values) > 1:
+            keys += [key for key in configuration if key.split(".", 1)[-1] == axis]
+    return keys
+
+
+def _key(value) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def _setting(key: str, value, keys: Sequence[str]) -> str:
+    field = key.split(".", 1)[-1]
+    name = key if sum(k.split(".", 1)[-1] == field for k in keys) > 1 else field
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    return f"{name} {'(unset)' if value is None else value}"
+
+
+# The most settings a cell's label names; runs that differ in more stop the tables.
+MAX_NAMED_SETTINGS = 3
+
+
+def cells(runs: List[Dict]) -> Tuple[Dict[Tuple[str, str, str], List[Dict]], List[str]]:
+    """The runs of one table cell together: {(task, method, label suffix): runs}. A cell holds the runs of one
+    (task, method) whose effective configurations agree on everything but the swept keys and the seed; when a
+    (task, method) has runs of several such configurations, each cell's suffix names its values of the settings
+    that differ ("dropout 0"). The same configuration and seed found twice counts once; the warnings name both."""
+    by_method: Dict[Tuple[str, str], List[Dict]] = defaultdict(list)
     for run in runs:
-        groups[(run["task"], run["method"], run.get("config", "default"))].append(run)
-        if planned_configurations(run) is not None:
-            planned[(run["task"], run["method"])].append(planned_configurations(run))
-    summary: Dict[Tuple[str, str], Dict] = {}
-    searched: Dict[Tuple[str, str], int] = defaultdict(int)
-    for (task, method, config), members in groups.items():
-        searched[(task, method)] += 1
-        members = sorted(members, key=lambda m: m["seed"])
-        best_run = max(members, key=lambda m: m["score"])  # the best seed, with its own second number
-        noise = [m["noise_kept"] for m in members if m["noise_kept"] is not None]
-        seconds = [m["seconds_to_best"] for m in members if m["seconds_to_best"] is not None]
-        entry = {
-            "config": config,
-            "seeds": [m["seed"] for m in members],
-            "selection_median": statistics.median(m["score"] for m in members),
-            "max": best_run["values"],
-            "median": [statistics.median(c) for c in zip(*[m["values"] for m in members])],
-            "per_seed": [m["values"][0] for m in members],
-            "noise_kept": statistics.mean(noise) if noise else None,
-            "seconds_to_best": seconds,
-        }
-        current = summary.get((task, method))
-        if current is None or (entry["selection_median"], best_run["score"]) > (current["selection_median"],
-                                                                               current["selection_max"]):
-            summary[(task, method)] = {**entry, "selection_max": best_run["score"]}
-    for key, entry in summary.items():
-        entry["configurations"] = searched[key]
-        entry["planned"] = max(planned[key]) if planned[key] else None
-        if entry["planned"] is not None and entry["configurations"] < entry["planned"]:
-            task, method = key
-            print(f"warning: {task} {METHOD_NAMES.get(method, method)}: {entry['configurations']} of the "
-                  f"{entry['planned']} planned configurations have results", file=sys.stderr)
+        by_method[(run["task"], run["method"])].append(run)
+    result: Dict[Tuple[str, str, str], List[Dict]] = {}
+    warnings = []
+    for (task, method), members in sorted(by_method.items()):
+        swept = sorted({key for run in members for key in swept_keys(run)})
+        seen: Dict[Tuple[str, object], Dict] = {}
+        groups: Dict[str, List[Dict]] = defaultdict(list)
+        bases: Dict[str, Dict] = {}
+        for run in sorted(members, key=lambda r: r["folder"]):
+            identity_key = (_key(run["configuration"]), run["seed"])
+            if identity_key in seen:
+                warnings.append(f"{run['folder']} is the same run as {seen[identity_key]['folder']} (same "
+                                f"configuration and seed {run['seed']}): counted once")
+                continue
+            seen[identity_key] = run
+            base = {k: v for k, v in run["configuration"].items() if k not in swept}
+            bases[_key(base)] = base
+            groups[_key(base)].append(run)
+        differing = sorted({key for a in bases.values() for b in bases.values()
+                            for key in set(a) | set(b) if a.get(key, "(unset)") != b.get(key, "(unset)")})
+        if len(differing) > MAX_NAMED_SETTINGS:
+            folders = [group[0]["folder"] for group in groups.values()]
+            raise ResultsError(
+                f"{task} {METHOD_NAMES.get(method, method)}: runs of {len(groups)} configurations that differ in "
+                f"{len(differing)} settings ({', '.join(differing)}), too many to name in one cell: keep the "
+                f"runs of one configuration under the folder given, or read them separately (e.g. {folders[:3]})")
+        for base_key, group in groups.items():
+            suffix = ", ".join(_setting(key, bases[base_key].get(key), differing) for key in differing)
+            result[(task, method, suffix)] = group
+    return result, warnings
+
+
+def _sweep_folder(folder: str) -> str:
+    return os.path.dirname(os.path.dirname(folder))
+
+
+def summarise(runs: List[Dict], every_run: Optional[List[Dict]] = None,
+              planned: Sequence[Dict] = ()) -> Dict[Tuple[str, str, str], Dict]:
+    """Per cell (task, method, label suffix; see cells): the configuration of best median selection score over
+    seeds, its reported max (the seed of best selection score) and median, how many seeds it has of how many
+    were planned, and how many configurations the search had of how many were planned. ``every_run`` (the runs
+    of every status) and ``planned`` (read_plans) give the planned seeds and configurations."""
+    every_run = runs if every_run is None else every_run
+    grouped, warnings = cells(runs)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    summary: Dict[Tuple[str, str, str], Dict] = {}
+    for cell_key, members in grouped.items():
+        task, method, _suffix = cell_key
+        swept = sorted({key for run in members for key in swept_keys(run)})
+        configurations: Dict[str, List[Dict]] = defaultdict(list)
+        for run in members:
+            configurations[_key({k: run["configuration"].get(k) for k in swept})].append(run)
+        best = None
+        for group in configurations.values():
+            group = sorted(group, key=lambda m: m["seed"])
+            best_run = max(group, key=lambda m: m["score"])  # the best seed, with its own second number
+            noise = [m["noise_kept"] for m in group if m["noise_kept"] is not None]
+            seconds = [m["seconds_to_best"] for m in group if m["seconds_to_best"] is not None]
+            entry = {
+                "config": ", ".join(sorted({str(m.get("config", "default")) for m in group})),
+                "seeds": [m["seed"] for m in group],
+                "folders": [m["folder"] for m in group],
+                "selection_median": statistics.median(m["score"] for m in group),
+                "selection_max": best_run["score"],
+                "max": best_run["values"],
+                "median": [statistics.median(c) for c in zip(*[m["values"] for m in group])],
+                "per_seed": [m["values"][0] for m in group],
+                "noise_kept": statistics.mean(noise) if noise else None,
+                "seconds_to_best": seconds,
+            }
+            if best is None or (entry["selection_median"], entry["selection_max"]) > (best["selection_median"],
+                                                                                      best["selection_max"]):
+                best = entry
+        best["planned_seeds"] = planned_seeds(best, members, every_run, planned)
+        best["configurations"] = len(configurations)
+        best["planned"] = planned_configuration_count(members, planned)
+        if best["planned"] is not None and best["configurations"] < best["planned"]:
+            print(f"warning: {task} {METHOD_NAMES.get(method, method)}: {best['configurations']} of the "
+                  f"{best['planned']} planned configurations have results", file=sys.stderr)
+        summary[cell_key] = best
     return summary
+
+
+def planned_seeds(entry: Dict, members: List[Dict], every_run: List[Dict], planned: Sequence[Dict]) -> int:
+    """How many seeds the configuration shown was planned with: the seeds of its plan entries (the sweep folders
+    and configuration names of its runs) and of the runs found there that did not finish (when what they ran is
+    unknown or is this configuration), with the seeds that have results."""
+    slots = {(_sweep_folder(folder), run.get("config")) for folder in entry["folders"]
+             for run in members if run["folder"] == folder}
+    configuration = next(run["configuration"] for run in members if run["folder"] == entry["folders"][0])
+    swept = set(swept_keys(members[0]))
+    same = {k: v for k, v in configuration.items() if k not in swept}
+    seeds = set(entry["seeds"])
+    seeds |= {p["seed"] for p in planned if (_sweep_folder(p["dir"]), p["config"]) in slots}
+    for run in every_run:
+        if (_sweep_folder(run["folder"]), run.get("config")) in slots and run["status"] != "finished":
+            other = run.get("configuration")
+            if other is None or {k: v for k, v in other.items() if k not in swept} == same:
+                seeds.add(run["seed"])
+    return len(seeds)
+
+
+def planned_configuration_count(members: List[Dict], planned: Sequence[Dict]) -> Optional[int]:
+    """How many configurations were planned: the configuration names of the plans of the cell's sweep folders,
+    else the largest "search": {"configurations": N} of the labels (run folders written before plan.json)."""
+    sweeps = {_sweep_folder(run["folder"]) for run in members}
+    names = {p["config"] for p in planned if _sweep_folder(p["dir"]) in sweeps}
+    if names:
+        return len(names | {run.get("config") for run in members})
+    counts = [planned_configurations(run) for run in members if planned_configurations(run) is not None]
+    return max(counts) if counts else None
+
+
+def not_in_tables(every_run: List[Dict], planned: Sequence[Dict]) -> List[Dict]:
+    """The runs that did not finish, and the planned runs without a folder, as {"folder", "status", "reason"}."""
+    found = {os.path.normpath(run["folder"]) for run in every_run}
+    listed = [{"folder": run["folder"], "status": run["status"], "reason": run["reason"], "run": run}
+              for run in every_run if run["status"] != "finished"]
+    listed += [{"folder": p["dir"], "status": "missing", "reason": f"planned in {p['plan']}, no run folder",
+                "run": {"task": None, "method": None, "config": p["config"], "seed": p["seed"]}}
+               for p in planned if p["dir"] not in found]
+    return listed
 
 
 # ---------------------------------------------------------------- tables and figures
@@ -367,16 +513,22 @@ def _cell(values: Optional[Sequence[float]]) -> str:
     return "/".join("-" if v != v else f"{v:.1f}" for v in values)
 
 
-def _methods(summary: Dict[Tuple[str, str], Dict], task: Optional[str] = None) -> List[str]:
-    present = {m for t, m in summary if task is None or t == task}
-    return [m for m in METHOD_NAMES if m in present] + sorted(present - set(METHOD_NAMES))
+def _rows(summary: Dict[Tuple[str, str, str], Dict], task: Optional[str] = None) -> List[Tuple[str, str]]:
+    """The table's rows, (method, label suffix): the paper's method order, a method's plain row first."""
+    present = {(m, suffix) for t, m, suffix in summary if task is None or t == task}
+    order = {m: i for i, m in enumerate(METHOD_NAMES)}
+    return sorted(present, key=lambda row: (order.get(row[0], len(order)), row[0], row[1]))
 
 
-def _grid(summary: Dict[Tuple[str, str], Dict], tasks: Sequence[str], header: Sequence[str], cell) -> List[str]:
+def row_name(method: str, suffix: str = "") -> str:
+    return METHOD_NAMES.get(method, method) + (f", {suffix}" if suffix else "")
+
+
+def _grid(summary: Dict[Tuple[str, str, str], Dict], tasks: Sequence[str], header: Sequence[str], cell) -> List[str]:
     lines = ["| " + " | ".join(["Method"] + list(header)) + " |", "|" + "---|" * (len(header) + 1)]
-    for method in _methods(summary):
-        cells = [cell(summary[(t, method)]) if (t, method) in summary else "-" for t in tasks]
-        lines.append("| " + " | ".join([METHOD_NAMES.get(method, method)] + cells) + " |")
+    for method, suffix in _rows(summary):
+        cells = [cell(summary[(t, method, suffix)]) if (t, method, suffix) in summary else "-" for t in tasks]
+        lines.append("| " + " | ".join([row_name(method, suffix)] + cells) + " |")
     return lines + [""]
 
 
@@ -385,9 +537,21 @@ def _searched(entry: Dict) -> str:
     return f"{n}/{planned}" if planned is not None and planned != n else str(n)
 
 
-def glue_table(summary: Dict[Tuple[str, str], Dict], half: Optional[str] = None) -> str:
+def _seeds(entry: Dict) -> str:
+    return f"{len(entry['seeds'])}/{entry['planned_seeds']} seeds"
+
+
+def _value_cell(entry: Dict, part: str) -> str:
+    """A value, with "(n/N seeds)" when fewer seeds than planned have results."""
+    incomplete = len(entry["seeds"]) < entry["planned_seeds"]
+    return _cell(entry[part]) + (f" ({_seeds(entry)})" if incomplete else "")
+
+
+def glue_table(summary: Dict[Tuple[str, str, str], Dict], half: Optional[str] = None,
+               left_out: Sequence[Dict] = (), warnings: Sequence[str] = ()) -> str:
     """Table 2's layout: methods as rows, the task columns once for the best seed and once for the median;
-    then the configurations searched and the noise kept per cell."""
+    then the configurations searched and the noise kept per cell; the notes name each cell's configuration and
+    seeds, and every run that is not in the table (unfinished, truncated, failed, missing) with the reason."""
     tasks = [t for t in GLUE_COLUMNS if t != "STS-B" or any(k[0] == "STS-B" for k in summary)]
     header = [f"{t} {GLUE_COLUMNS[t][0]}" for t in tasks]
     lines = []
@@ -397,19 +561,25 @@ def glue_table(summary: Dict[Tuple[str, str], Dict], half: Optional[str] = None)
                   f"(valid_{select_on}), reported on half {report_on.upper()} (valid_{report_on}); MNLI mismatched "
                   f"on all of valid1.", ""]
     for part, title in (("max", "Best of the seeds (max)"), ("median", "Median over the seeds")):
-        lines += [f"{title}:", ""] + _grid(summary, tasks, header, lambda e, part=part: _cell(e[part]))
+        lines += [f"{title}:", ""] + _grid(summary, tasks, header, lambda e, part=part: _value_cell(e, part))
     lines += ["Configurations searched (n/N: n of N planned have results):", ""]
     lines += _grid(summary, tasks, tasks, _searched)
     lines += ["Noise kept (% of embedding entries the noise changed, mean over each run's updates, then over the "
               "seeds; - without noise):", ""]
     lines += _grid(summary, tasks, tasks,
                    lambda e: "-" if e["noise_kept"] is None else f"{e['noise_kept']:.1f}")
-    notes = [f"{t} {METHOD_NAMES.get(m, m)}: {e['config']}, seeds {e['seeds']}"
-             for (t, m), e in sorted(summary.items())]
-    return "\n".join(lines + ["Configurations and seeds:"] + notes) + "\n"
+    notes = [f"{t} {row_name(m, suffix)}: {e['config']}, seeds {e['seeds']} ({_seeds(e)})"
+             for (t, m, suffix), e in sorted(summary.items())]
+    lines += ["Configurations and seeds (only finished runs are in the tables):"] + notes
+    if left_out:
+        lines += ["", f"Not in the tables ({len(left_out)}):"]
+        lines += [f"{item['folder']}: {item['status']} ({item['reason']})" for item in left_out]
+    if warnings:
+        lines += ["", "Warnings:"] + list(warnings)
+    return "\n".join(lines) + "\n"
 
 
-def wall_table(summary: Dict[Tuple[str, str], Dict]) -> str:
+def wall_table(summary: Dict[Tuple[str, str, str], Dict]) -> str:
     """Figure 1 as a table: median (min-max) seconds to the best checkpoint, and the number of runs."""
     tasks = [t for t in GLUE_COLUMNS if any(k[0] == t for k in summary)]
 
@@ -424,8 +594,8 @@ def wall_table(summary: Dict[Tuple[str, str], Dict]) -> str:
     return "\n".join(lines + _grid(summary, tasks, tasks, cell))
 
 
-def per_method_figure(summary: Dict[Tuple[str, str], Dict], values, ylabel, path: str) -> None:
-    """One panel per task: for each method the distribution of ``values(entry)`` (violin and points)."""
+def per_method_figure(summary: Dict[Tuple[str, str, str], Dict], values, ylabel, path: str) -> None:
+    """One panel per task: for each row the distribution of ``values(entry)`` (violin and points)."""
     logging.getLogger("matplotlib").setLevel(logging.WARNING)  # an imported library may have set DEBUG on root
     import matplotlib
 
@@ -435,16 +605,16 @@ def per_method_figure(summary: Dict[Tuple[str, str], Dict], values, ylabel, path
     tasks = [t for t in GLUE_COLUMNS if any(k[0] == t for k in summary)]
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3.4), squeeze=False)
     for ax, task in zip(axes[0], tasks):
-        methods = _methods(summary, task)
-        data = [values(summary[(task, m)]) for m in methods]
-        positions = list(range(1, len(methods) + 1))
+        rows = _rows(summary, task)
+        data = [values(summary[(task, *row)]) for row in rows]
+        positions = list(range(1, len(rows) + 1))
         spread = [i for i, d in enumerate(data) if len(d) > 1 and max(d) > min(d)]
         if spread:
             ax.violinplot([data[i] for i in spread], positions=[positions[i] for i in spread], showmedians=True)
         for x, points in zip(positions, data):
             ax.scatter([x] * len(points), points, s=12, color="black", zorder=3)
         ax.set_xticks(positions)
-        ax.set_xticklabels([METHOD_NAMES.get(m, m) for m in methods])
+        ax.set_xticklabels([row_name(*row) for row in rows])
         ax.set_title(task)
         ax.set_ylabel(ylabel(task))
     fig.tight_layout()
@@ -453,32 +623,55 @@ def per_method_figure(summary: Dict[Tuple[str, str], Dict], values, ylabel, path
 
 
 def glue_main(args) -> None:
-    runs = collect_runs(args.runs, args.select_on_half)
-    kept = included(runs)
+    every_run = collect_runs(args.runs, args.select_on_half)
+    planned = read_plans(args.runs)
+    kept = included(every_run)
+    left_out = not_in_tables(every_run, planned)
     if not kept:
         hint = ""
         if args.select_on_half:
             hint = (": --select-on-half needs the dev halves (split-dev) validated in training "
                     "(--valid-subset valid,valid_a,valid_b)")
-        raise ResultsError(f"none of the {len(runs)} runs under {args.runs} has a validation record yet{hint}")
-    summary = summarise(kept)
-    table = glue_table(summary, args.select_on_half)
+        not_finished = "".join(f"\n  {item['folder']}: {item['status']} ({item['reason']})" for item in left_out[:10])
+        raise ResultsError(f"none of the {len(every_run)} runs under {args.runs} is finished with a validation "
+                           f"record{hint}{not_finished}")
+    _, warnings = cells(kept)
+    summary = summarise(kept, every_run, planned)
+    table = glue_table(summary, args.select_on_half, left_out, warnings)
     print(table)
     out = args.out or args.runs
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "table2.md"), "w") as f:
         f.write(table)
+    in_cells = {run["folder"]: (t, row_name(m, suffix)) for (t, m, suffix), members in cells(kept)[0].items()
+                for run in members}
     with open(os.path.join(out, "runs.tsv"), "w") as f:
-        f.write("task\tmethod\tconfig\tseed\tvalues\tnoise_kept\tseconds_to_best\tfolder\n")
-        for r in runs:
+        f.write("task\tmethod\tconfig\tseed\tvalues\tnoise_kept\tseconds_to_best\tfolder\tstatus\trow\treason\n")
+        for r in every_run:
             noise = "-" if r["noise_kept"] is None else f"{r['noise_kept']:.2f}"
             seconds = "-" if r["seconds_to_best"] is None else f"{r['seconds_to_best']:.0f}"
+            status, reason = r["status"], r["reason"]
+            duplicate = [w for w in warnings if w.startswith(r["folder"] + " is the same run as")]
+            if duplicate:
+                status, reason = "duplicate", duplicate[0]
+            elif status == "finished" and r["folder"] not in in_cells:
+                status, reason = "left out", "no validation record, or what ran is unknown"
+            row = in_cells.get(r["folder"], ("", ""))[1]
             fields = [r["task"], r["method"], r.get("config"), r["seed"], _cell(r["values"]), noise, seconds,
-                      r["folder"]]
+                      r["folder"], status, row, reason]
             f.write("\t".join(map(str, fields)) + "\n")
+        found = {run["folder"] for run in every_run}
+        for item in left_out:
+            if item["folder"] not in found:
+                fields = ["-", "-", item["run"]["config"], item["run"]["seed"], "-", "-", "-", item["folder"],
+                          item["status"], "", item["reason"]]
+                f.write("\t".join(map(str, fields)) + "\n")
     with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump({"select_on_half": args.select_on_half, "runs": runs,
-                   "summary": [{"task": t, "method": m, **e} for (t, m), e in summary.items()]}, f, indent=1)
+        json.dump({"select_on_half": args.select_on_half, "runs": every_run,
+                   "not_in_tables": [{k: v for k, v in item.items() if k != "run"} for item in left_out],
+                   "warnings": warnings,
+                   "summary": [{"task": t, "method": m, "row": row_name(m, suffix), **e}
+                               for (t, m, suffix), e in summary.items()]}, f, indent=1)
     with open(os.path.join(out, "figure1.md"), "w") as f:
         f.write(wall_table(summary))
     per_method_figure(summary, lambda e: e["per_seed"], lambda t: GLUE_COLUMNS[t][1][0][1],
