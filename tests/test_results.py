@@ -4,6 +4,7 @@ figure, and the errors. (tests/test_glue_recipes.py and tests/test_xnli.py run i
 
 import json
 import os
+import shutil
 import statistics
 
 from fairseq_r3f.evaluation.results import (
@@ -271,3 +272,144 @@ def test_noise_kept_is_the_mean_over_the_run_and_a_dash_without_noise(tmp_path, 
     rows = [line.split("\t") for line in (tmp_path / "out" / "runs.tsv").read_text().splitlines()]
     assert rows[0][5] == "noise_kept"
     assert sorted(r[5] for r in rows[1:]) == ["-", "60.00", "85.00"]
+
+
+# ---------------------------------------------------------------- identity and completeness: what a cell holds
+
+def rte(score):
+    return [{"valid": {"accuracy": score - 5}}, {"valid": {"accuracy": score}}]
+
+
+def table_of(root, capsys, *args):
+    out = os.path.join(root, "out")
+    assert main(["glue", str(root), "--out", out, *args]) == 0
+    captured = capsys.readouterr()
+    tsv = [line.split("\t") for line in open(os.path.join(out, "runs.tsv")).read().splitlines()]
+    return open(os.path.join(out, "table2.md")).read(), {row[7]: dict(zip(tsv[0], row)) for row in tsv[1:]}, \
+        captured.err
+
+
+def test_a_setting_given_after_the_method_never_shares_a_cell(tmp_path, capsys):
+    """Seeds 1, 2, 5 of the recipe's STD, and a seed 3 launched with --dropout 0.0 --max-update 2 into the same
+    SAVE_ROOT: two rows, each named by the settings that differ; the odd run's 58.3 is not STD's max."""
+    for seed in (1, 2, 5):
+        write_run(tmp_path, "RTE", "std", "default", seed, rte(41.7))
+    odd = write_run(tmp_path, "RTE", "std", "default", 3, rte(58.3),
+                    settings={"model.dropout": 0, "optimization.max_update": 2})
+    table, rows, _ = table_of(tmp_path, capsys)
+    best = table.split("Median over the seeds:")[0]
+    assert "| STD, dropout 0.1, max_update 2036 | - | - | 41.7 |" in best
+    assert "| STD, dropout 0, max_update 2 | - | - | 58.3 |" in best
+    assert "| STD |" not in best
+    assert "RTE STD, dropout 0.1, max_update 2036: default, seeds [1, 2, 5] (3/3 seeds)" in table
+    assert rows[odd]["row"] == "STD, dropout 0, max_update 2" and rows[odd]["status"] == "finished"
+    # a nan is named as what it is, not taken for the default
+    write_run(tmp_path / "nan", "RTE", "std", "default", 1, rte(41.7))
+    write_run(tmp_path / "nan", "RTE", "std", "default", 2, rte(50.0), settings={"model.dropout": "nan"})
+    table, _, _ = table_of(tmp_path / "nan", capsys)
+    assert "| STD, dropout nan | - | - | 50.0 |" in table and "| STD, dropout 0.1 | - | - | 41.7 |" in table
+
+
+def test_settings_too_many_to_name_stop_the_table_with_the_fields(tmp_path, capsys):
+    write_run(tmp_path, "RTE", "std", "default", 1, rte(41.7))
+    write_run(tmp_path, "RTE", "std", "default", 2, rte(41.7), settings={
+        "model.dropout": 0, "optimization.max_update": 2, "model.attention_dropout": 0, "criterion.eps": 1})
+    assert main(["glue", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert ("RTE STD: runs of 2 configurations that differ in 4 settings (criterion.eps, model.attention_dropout, "
+            "model.dropout, optimization.max_update)") in err
+
+
+def test_the_same_run_found_twice_counts_once(tmp_path, capsys):
+    """Two copies of one SAVE_ROOT under a parent: seeds [1, 2], not [1, 1, 2, 2]; the warning names both."""
+    for seed, score in ((1, 60.0), (2, 70.0)):
+        write_run(tmp_path / "copy_a", "RTE", "r3f", "c", seed, rte(score))
+    shutil.copytree(tmp_path / "copy_a", tmp_path / "copy_b")
+    table, rows, err = table_of(tmp_path, capsys)
+    assert "RTE R3F: c, seeds [1, 2] (2/2 seeds)" in table
+    assert "| R3F | - | - | 65.0 |" in table.split("Median over the seeds:")[1]
+    first, second = (str(tmp_path / name / "RTE/r3f/c/seed1") for name in ("copy_a", "copy_b"))
+    assert f"warning: {second} is the same run as {first} (same configuration and seed 1): counted once" in err
+    assert rows[second]["status"] == "duplicate" and rows[first]["status"] == "finished"
+
+
+def test_only_finished_runs_enter_and_the_others_are_named(tmp_path, capsys):
+    """A SIGKILLed run (no done) and a run whose train.log was cut in half (the checkpoint says 40 updates, the
+    log ends at 20) are not in the cell: it says 2/4 seeds, the notes and runs.tsv name both with the reason."""
+    write_run(tmp_path, "RTE", "r3f", "c", 1, rte(60.0))
+    write_run(tmp_path, "RTE", "r3f", "c", 2, rte(62.0))
+    killed = write_run(tmp_path, "RTE", "r3f", "c", 3, rte(99.0), finished=False)
+    cut = write_run(tmp_path, "RTE", "r3f", "c", 4, rte(70.0) + rte(90.0))
+    log = open(os.path.join(cut, "train.log")).read().splitlines()
+    with open(os.path.join(cut, "train.log"), "w") as f:
+        f.write("\n".join(log[: len(log) // 2]) + "\n")
+    table, rows, err = table_of(tmp_path, capsys)
+    assert "| R3F | - | - | 62.0 (2/4 seeds) |" in table
+    assert "RTE R3F: c, seeds [1, 2] (2/4 seeds)" in table
+    assert f"{killed}: unfinished (no done file" in table
+    assert f"{cut}: truncated (train.log ends at update 20, the checkpoint is at update 40 (the log is cut " \
+           "short))" in table
+    assert (rows[killed]["status"], rows[cut]["status"]) == ("unfinished", "truncated")
+    assert "left out: 2 run(s) not finished" in err
+    # a done whose planned end is not where the run stopped (one update past --max-update)
+    with open(os.path.join(tmp_path, "RTE/r3f/c/seed2/done"), "w") as f:
+        json.dump({"num_updates": 19, "finished": "2026-01-01T00:00:00Z"}, f)
+    table, rows, _ = table_of(tmp_path, capsys)
+    assert "stopped at update 20, the planned end recorded in done is 19" in table
+    assert "| R3F | - | - | 60.0 (1/4 seeds) |" in table
+
+
+def write_plan(sweep_folder, configs, seeds):
+    with open(os.path.join(sweep_folder, "plan.json"), "w") as f:
+        json.dump({"runs": [{"dir": f"{c}/seed{s}", "config": c, "seed": s} for c in configs for s in seeds]}, f)
+
+
+def test_a_partial_sweep_says_what_is_missing(tmp_path, capsys):
+    """plan.json lists x and y with seeds 1 and 2; y's seed 2 never ran: the cell shows y (best median) with 1/2
+    seeds, the missing run is named, and the configurations searched are 2 of 2."""
+    write_run(tmp_path, "RTE", "r3f", "x", 1, rte(60.0))
+    write_run(tmp_path, "RTE", "r3f", "x", 2, rte(62.0))
+    write_run(tmp_path, "RTE", "r3f", "y", 1, rte(70.0))
+    write_plan(tmp_path / "RTE" / "r3f", ["x", "y", "z"], [1, 2])
+    table, rows, err = table_of(tmp_path, capsys)
+    assert "| R3F | - | - | 70.0 (1/2 seeds) |" in table
+    assert "| R3F | - | - | 2/3 |" in table.split("Configurations searched")[1]
+    missing = str(tmp_path / "RTE/r3f/y/seed2")
+    assert f"{missing}: missing (planned in {tmp_path / 'RTE/r3f/plan.json'}, no run folder)" in table
+    assert rows[missing]["status"] == "missing" and rows[str(tmp_path / "RTE/r3f/z/seed1")]["status"] == "missing"
+    assert "warning: RTE R3F: 2 of the 3 planned configurations have results" in err
+
+
+def test_runs_of_other_tasks_are_skipped_with_a_note(tmp_path, capsys):
+    write_run(tmp_path, "RTE", "std", "default", 1, rte(60.0))
+    for name, label in (("translation", {"recipe": "translation", "method": "r3f", "config": "iwslt14_de_en"}),
+                        ("summarization", {"dataset": "cnn_dm", "method": "r3f"})):
+        os.makedirs(tmp_path / name)
+        (tmp_path / name / "run.json").write_text(json.dumps({**label, "seed": 1}))
+    table, rows, err = table_of(tmp_path, capsys)
+    assert "note: 2 run(s) of other tasks or recipes are not in these tables" in err
+    assert "| STD | - | - | 60.0 |" in table and len(rows) == 1
+
+
+def test_runs_written_before_the_swept_keys_were_recorded(tmp_path, capsys):
+    """A run.json without "swept" (older recipes): the search grid's axes with several values are the swept
+    settings, matched by field name; a setting outside the grid still splits the cell."""
+    grid = {"configurations": 2, "grid": {"r3f_lambda": [0.1, 1.0], "noise_type": ["uniform"]}}
+    for config, value, score in (("lambda0.1_uniform", 0.1, 60.0), ("lambda1.0_uniform", 1.0, 70.0)):
+        write_run(tmp_path, "RTE", "r3f", config, 1, rte(score), swept=None, search=grid,
+                  settings={SWEPT: None, "criterion.r3f_lambda": value})
+    table, _, _ = table_of(tmp_path, capsys)
+    assert "| R3F | - | - | 70.0 |" in table and "RTE R3F: lambda1.0_uniform, seeds [1]" in table
+    write_run(tmp_path, "RTE", "r3f", "lambda1.0_uniform", 2, rte(90.0), swept=None, search=grid,
+              settings={SWEPT: None, "criterion.r3f_lambda": 1.0, "model.dropout": 0})
+    table, _, _ = table_of(tmp_path, capsys)
+    assert "| R3F, dropout 0 | - | - | 90.0 |" in table and "| R3F, dropout 0.1 | - | - | 70.0 |" in table
+
+
+def test_a_damaged_run_json_is_one_error_naming_it(tmp_path, capsys):
+    folder = write_run(tmp_path, "RTE", "std", "default", 1, rte(60.0))
+    with open(os.path.join(folder, "run.json"), "w") as f:
+        f.write('{"task": "RTE", ')
+    assert main(["glue", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {folder}/run.json is damaged (not JSON") and len(err.splitlines()) == 1
