@@ -27,7 +27,13 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
 from fairseq.dataclass import ChoiceEnum
 from fairseq.logging import metrics
 
-from fairseq_r3f.criterions.r3f import NoisedForward, R3FConfig, recorded_outputs, reduce_r3f_metrics
+from fairseq_r3f.criterions.r3f import (
+    DoubledBatchModel,
+    NoisedForward,
+    R3FConfig,
+    recorded_outputs,
+    reduce_r3f_metrics,
+)
 from fairseq_r3f.divergence import symmetric_kl
 from fairseq_r3f.options import check_options
 
@@ -64,6 +70,8 @@ class LabelSmoothedCrossEntropyR3FCriterion(LabelSmoothedCrossEntropyCriterion):
     """The parent's loss and metrics, plus the R3F term while training. ``self.eps`` stays the parent's
     label smoothing; the noise scale (``--eps``) lives in ``self.noised_forward.noise_scale``."""
 
+    divergence = staticmethod(symmetric_kl)  # the fused one; the benchmark swaps in plain autograd to compare
+
     def __init__(
         self,
         task,
@@ -75,6 +83,7 @@ class LabelSmoothedCrossEntropyR3FCriterion(LabelSmoothedCrossEntropyCriterion):
         eps=1e-5,
         noise_type="uniform",
         r3f_kl_normalization="sentence",
+        r3f_batched_forward=False,
     ):
         if hasattr(task, "label_dictionary"):
             raise ValueError(
@@ -92,7 +101,8 @@ class LabelSmoothedCrossEntropyR3FCriterion(LabelSmoothedCrossEntropyCriterion):
             counts=("ignore_prefix_size",),
         )
         super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
-        self.noised_forward = NoisedForward(R3FConfig(r3f_lambda=r3f_lambda, eps=eps, noise_type=noise_type))
+        self.noised_forward = NoisedForward(R3FConfig(r3f_lambda=r3f_lambda, eps=eps, noise_type=noise_type,
+                                                      r3f_batched_forward=r3f_batched_forward))
         if str(r3f_kl_normalization) not in KL_NORMALIZATIONS:
             raise ValueError(
                 f"--r3f-kl-normalization {r3f_kl_normalization!r} is unknown: choose one of "
@@ -104,12 +114,16 @@ class LabelSmoothedCrossEntropyR3FCriterion(LabelSmoothedCrossEntropyCriterion):
         if not (model.training and self.noised_forward.enabled):
             return super().forward(model, sample, reduce)
 
-        # The parent computes the loss and every metric; only its decoder output is needed besides.
-        with recorded_outputs(model) as clean_outputs:
-            loss, sample_size, logging_output = super().forward(model, sample, reduce)
-        (clean_output,) = clean_outputs
-
-        noised_output, noise_log = self.noised_forward(model, lambda: model(**sample["net_input"]))
+        if self.noised_forward.batched:  # --r3f-batched-forward: both copies in one forward of 2B
+            stand_in = DoubledBatchModel(model, self.noised_forward)
+            loss, sample_size, logging_output = super().forward(stand_in, sample, reduce)
+            clean_output, noised_output, noise_log = stand_in.clean_output, stand_in.noised_output, stand_in.noise_log
+        else:
+            # The parent computes the loss and every metric; only its decoder output is needed besides.
+            with recorded_outputs(model) as clean_outputs:
+                loss, sample_size, logging_output = super().forward(model, sample, reduce)
+            (clean_output,) = clean_outputs
+            noised_output, noise_log = self.noised_forward(model, lambda: model(**sample["net_input"]))
         symm_kl = self.symm_kl(model, clean_output, noised_output, sample)
 
         batch_size = sample["target"].size(0)
@@ -127,7 +141,7 @@ class LabelSmoothedCrossEntropyR3FCriterion(LabelSmoothedCrossEntropyCriterion):
             target = target[:, self.ignore_prefix_size :]
             clean_logits = clean_logits[:, self.ignore_prefix_size :]
             noised_logits = noised_logits[:, self.ignore_prefix_size :]
-        return symmetric_kl(clean_logits, noised_logits, mask=target.ne(self.padding_idx))
+        return self.divergence(clean_logits, noised_logits, mask=target.ne(self.padding_idx))
 
     @classmethod
     def reduce_metrics(cls, logging_outputs) -> None:

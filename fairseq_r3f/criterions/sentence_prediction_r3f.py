@@ -10,6 +10,7 @@ from fairseq.criterions import register_criterion
 from fairseq.criterions.sentence_prediction import SentencePredictionConfig, SentencePredictionCriterion
 
 from fairseq_r3f.criterions.r3f import (
+    DoubledBatchModel,
     NoisedForward,
     R3FConfig,
     classification_head,
@@ -46,6 +47,13 @@ class SentencePredictionR3FCriterion(SentencePredictionCriterion):
         if not (model.training and self.noised_forward.enabled):
             return super().forward(model, sample, reduce)
 
+        if self.noised_forward.batched:  # --r3f-batched-forward: both copies in one forward of 2B
+            stand_in = DoubledBatchModel(model, self.noised_forward)
+            loss, sample_size, logging_output = super().forward(stand_in, sample, reduce)
+            clean_logits, noised_logits = stand_in.clean_output[0], stand_in.noised_output[0]
+            return self.add_r3f_term(loss, sample_size, logging_output, clean_logits, noised_logits,
+                                     stand_in.noise_log)
+
         # The parent computes the task loss and every metric; only its logits are needed besides.
         with recorded_outputs(head) as clean_outputs:
             loss, sample_size, logging_output = super().forward(model, sample, reduce)
@@ -59,6 +67,9 @@ class SentencePredictionR3FCriterion(SentencePredictionCriterion):
                 classification_head_name=self.classification_head_name,
             )[0],
         )
+        return self.add_r3f_term(loss, sample_size, logging_output, clean_logits, noised_logits, noise_log)
+
+    def add_r3f_term(self, loss, sample_size, logging_output, clean_logits, noised_logits, noise_log):
         if self.regression_target:
             term = squared_difference(clean_logits.view(-1), noised_logits.view(-1))
         else:
