@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +28,7 @@ STD_LABEL = {"task": "SST-2", "method": "std", "config": "default", "seed": 1, "
 def start(data, run_dir, label, *extra, criterion="sentence_prediction_r3f"):
     """Starts fairseq-train as recipes/common.sh does: run.json, then a start line and the output in train.log."""
     os.makedirs(run_dir, exist_ok=True)
+    run_dir = Path(run_dir)
     with open(os.path.join(run_dir, "run.json"), "w") as f:
         json.dump(label, f)
     command = fairseq_command("fairseq-train") + train_args(
@@ -36,11 +38,15 @@ def start(data, run_dir, label, *extra, criterion="sentence_prediction_r3f"):
     log = open(os.path.join(run_dir, "train.log"), "a")
     log.write(f"# {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%dT%H:%M:%SZ} start\n")
     log.flush()
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=ENV)
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=ENV)
+    proc.run_dir = run_dir
+    return proc
 
 
 def finish(proc):
+    """Waits for the run, then marks it done as the recipes do once training has ended."""
     assert proc.wait(timeout=300) == 0
+    (proc.run_dir / "done").write_text("")
 
 
 def results(*args):
@@ -71,11 +77,42 @@ def runs(toy_task, tmp_path_factory):
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    shutil.copytree(killed, root / "interrupted")  # what a SIGKILL leaves: a checkpoint, no done
     finish(start(data, killed, R3F_LABEL, *r3f))  # the same command again: fairseq resumes checkpoint_last.pt
     std = root / "both" / "SST-2/std/default/seed1"
     finish(start(data, std, STD_LABEL, "--max-update", "12", criterion="sentence_prediction"))
     shutil.copytree(whole, root / "both" / run)
-    return {"root": root, "data": data, "whole": whole, "killed": killed, "std": std, "split": split.stdout}
+    return {"root": root, "data": data, "whole": whole, "killed": killed, "std": std, "split": split.stdout,
+            "interrupted": root / "interrupted"}
+
+
+def test_what_real_runs_ran_decides_the_cells(runs):
+    """Real checkpoints: a seed launched with --dropout 0.0 after the method gets a row of its own, a killed run
+    and a run whose train.log was cut in half are named and left out."""
+    root = runs["root"] / "mixed"
+    shutil.copytree(runs["std"], root / "SST-2/std/default/seed1")
+    odd = root / "SST-2/std/default/seed2"
+    finish(start(runs["data"], odd, {**STD_LABEL, "seed": 2}, "--max-update", "12", "--seed", "2", "--dropout",
+                 "0.0", criterion="sentence_prediction"))
+    shutil.copytree(runs["whole"], root / "SST-2/r3f/lambda0.5_normal/seed1")
+    killed = root / "SST-2/r3f/lambda0.5_normal/seed2"
+    shutil.copytree(runs["interrupted"], killed)
+    cut = root / "SST-2/r3f/lambda0.5_normal/seed3"
+    shutil.copytree(runs["whole"], cut)
+    log = (cut / "train.log").read_text().splitlines()
+    (cut / "train.log").write_text("\n".join(log[: len(log) // 2]) + "\n")
+    proc = results("glue", root, "--out", root / "out")
+    assert proc.returncode == 0, proc.stderr
+    table = (root / "out" / "table2.md").read_text()
+    best = table.split("Median over the seeds:")[0]
+    assert "| STD, dropout 0.1 |" in best and "| STD, dropout 0 |" in best and "| STD |" not in best
+    assert "| R3F | - | - | - | - | - | - |" in best
+    assert f"{killed}: unfinished (no done file" in table
+    ends = max(r["num_updates"] for r in final_trajectory("\n".join(log[: len(log) // 2]))["train_inner"])
+    assert f"{cut}: truncated (train.log ends at update {ends:.0f}, the checkpoint is at update 48" in table
+    rows = {line.split("\t")[7]: line.split("\t") for line in (root / "out" / "runs.tsv").read_text().splitlines()}
+    assert rows[str(odd)][8:10] == ["finished", "STD, dropout 0"]
+    assert rows[str(killed)][8] == "unfinished" and rows[str(cut)][8] == "truncated"
 
 
 def test_a_killed_and_resumed_run_gives_the_table_of_an_uninterrupted_run(runs):
