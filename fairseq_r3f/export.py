@@ -41,6 +41,10 @@ PLAIN_ARCH = {
     "roberta_sn_large": "roberta_large",
     "bart_sn_base": "bart_base",
     "bart_sn_large": "bart_large",
+    "roberta_sn_outproj_base": "roberta_base",
+    "roberta_sn_outproj_large": "roberta_large",
+    "bart_sn_outproj_base": "bart_base",
+    "bart_sn_outproj_large": "bart_large",
 }
 PARENT_CRITERION = {
     "sentence_prediction_r3f": "sentence_prediction",

@@ -173,3 +173,45 @@ def test_fairseqs_own_spectral_norm_flag_is_refused_with_the_sn_architectures(to
                                               arch="roberta_sn_base"), check=False)
     assert proc.returncode != 0
     assert "--spectral-norm-classification-head cannot be combined with the *_sn_* architectures" in proc.stderr
+
+
+# -- R4F as released: fairseq's --spectral-norm-classification-head normalises out_proj only --
+
+def test_released_r4f_normalises_only_out_proj_and_resumes(toy_task, tmp_path):
+    flags = ("--lr", "5e-3")
+    arch = "roberta_sn_outproj_base"
+    _, full = run_fairseq("train", train_args(toy_task, str(tmp_path / "full"), *flags, "--max-update", "8",
+                                              arch=arch))
+    run_fairseq("train", train_args(toy_task, str(tmp_path / "resumed"), *flags, "--max-update", "4", arch=arch))
+    _, resumed = run_fairseq("train", train_args(toy_task, str(tmp_path / "resumed"), *flags, "--max-update", "8",
+                                                 arch=arch))
+    assert [r["loss"] for r in resumed["train_inner"]] == [r["loss"] for r in full["train_inner"]][4:]
+    state = load(str(tmp_path / "full" / "checkpoint_last.pt"))["model"]
+    assert HEAD + "out_proj.u" in state and HEAD + "dense.u" not in state
+    w, u = state[HEAD + "out_proj.weight"].double(), state[HEAD + "out_proj.u"].double()
+    v = torch.nn.functional.normalize(w.t() @ u, dim=0)
+    assert torch.linalg.matrix_norm(w / (u @ w @ v), ord=2).item() == pytest.approx(1.0, abs=1e-3)
+    assert abs(torch.linalg.matrix_norm(w, ord=2).item() - 1) > 0.05  # the normalisation does something
+    _, model, _ = build_in_process(toy_task, arch=arch)
+    model.load_state_dict(state, strict=True)
+    head = model.classification_heads["sentence_classification_head"]
+    assert isinstance(head.out_proj, SpectralNormLinear)
+    assert type(head.dense) is torch.nn.Linear  # the dense matrix is applied as it is
+
+
+def test_released_r4f_checkpoint_validates_and_exports(toy_task, tmp_path):
+    arch = "roberta_sn_outproj_base"
+    _, records = run_fairseq("train", train_args(toy_task, str(tmp_path), "--lr", "5e-3", "--max-update", "4",
+                                                 arch=arch))
+    _, validated = run_fairseq("validate", [
+        toy_task, "--path", str(tmp_path / "checkpoint_last.pt"), "--user-dir", USER_DIR, "--task",
+        "sentence_prediction", "--criterion", "sentence_prediction_r3f", "--num-classes", "2",
+        "--batch-size", "16", "--required-batch-size-multiple", "1", "--log-format", "json", "--cpu",
+    ])
+    assert validated["valid"][0]["valid_accuracy"] == records["valid"][-1]["valid_accuracy"]
+    out = str(tmp_path / "export.pt")
+    subprocess.run([sys.executable, "-m", "fairseq_r3f.export", str(tmp_path / "checkpoint_last.pt"), out],
+                   check=True, cwd=REPO, capture_output=True)
+    exported = load(out)
+    assert exported["cfg"]["model"]["arch"] == "roberta_base"
+    assert not any(key.endswith(".u") for key in exported["model"])

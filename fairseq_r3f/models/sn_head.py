@@ -33,7 +33,8 @@ class SpectralNormLinear(nn.Linear):
         if hasattr(linear, "weight_orig"):  # torch's spectral_norm, from fairseq's own flag
             raise ValueError(
                 "--spectral-norm-classification-head cannot be combined with the *_sn_* architectures, which "
-                "normalise every matrix of the head themselves: drop the flag"
+                "normalise the head themselves (roberta_sn_outproj_* / bart_sn_outproj_* normalise out_proj only, "
+                "as the flag does): drop the flag"
             )
         if type(linear) is not nn.Linear:
             raise TypeError(f"expected an nn.Linear in the classification head, got {type(linear).__name__}")
@@ -73,33 +74,72 @@ class SpectralNormLinear(nn.Linear):
 
 
 
-def add_missing_power_iteration_vectors(state_dict, prefix: str) -> None:
-    """Gives every head matrix of a checkpoint without ``u`` (a plain, non-R4F head) the converged vector
-    of its own matrix. Must run before RoBERTa's/BART's upgrade, which would otherwise fill in the ``u`` of
-    the freshly initialised head, a vector for another matrix."""
+HEAD_LAYERS = ("dense", "out_proj")
+
+
+def convert_torch_spectral_norm(state_dict, prefix: str) -> None:
+    """Renames what torch's spectral_norm (fairseq's --spectral-norm-classification-head) saved for a head
+    matrix -- ``weight_orig``, ``weight_u``, ``weight_v`` -- to this module's ``weight`` and ``u`` (``v`` is
+    recomputed from them), so that such checkpoints, which RoBERTa and BART cannot reload themselves, load."""
     heads = prefix + "classification_heads."
     for key in list(state_dict):
-        if key.startswith(heads) and key.endswith((".dense.weight", ".out_proj.weight")):
+        if key.startswith(heads) and key.endswith(".weight_orig"):
+            layer = key[: -len("weight_orig")]
+            state_dict[layer + "weight"] = state_dict.pop(key)
+            if layer + "weight_u" in state_dict:
+                state_dict[layer + "u"] = state_dict.pop(layer + "weight_u")
+            state_dict.pop(layer + "weight_v", None)
+
+
+def add_missing_power_iteration_vectors(state_dict, prefix: str, layers=HEAD_LAYERS) -> None:
+    """Gives every normalised head matrix (``layers``) of a checkpoint without ``u`` (a plain, non-R4F head)
+    the converged vector of its own matrix. Must run before RoBERTa's/BART's upgrade, which would otherwise
+    fill in the ``u`` of the freshly initialised head, a vector for another matrix."""
+    heads = prefix + "classification_heads."
+    for key in list(state_dict):
+        if key.startswith(heads) and key.endswith(tuple(f".{layer}.weight" for layer in layers)):
             u_key = key[: -len("weight")] + "u"
             if u_key not in state_dict:
                 state_dict[u_key] = SpectralNormLinear._converged_u(state_dict[key]).to(state_dict[key])
 
 
-def spectrally_normalise_head(head: nn.Module) -> nn.Module:
-    """Replaces the head's ``dense`` and ``out_proj`` (RoBERTa and BART heads) by normalised layers."""
-    head.dense = SpectralNormLinear.from_linear(head.dense)
-    head.out_proj = SpectralNormLinear.from_linear(head.out_proj)
+def spectrally_normalise_head(head: nn.Module, layers=HEAD_LAYERS) -> nn.Module:
+    """Replaces the head's ``layers`` (of ``dense`` and ``out_proj``, RoBERTa and BART heads) by normalised
+    layers."""
+    for layer in layers:
+        setattr(head, layer, SpectralNormLinear.from_linear(getattr(head, layer)))
     return head
 
 
 class SpectrallyNormalisedHeads:
     """Mixin for a fairseq model with ``classification_heads`` (RoBERTa, BART): every head it registers is
-    spectrally normalised, and checkpoints of plain heads load into it."""
+    spectrally normalised (the matrices named in ``normalised_layers``: all of them, as R4F asks), and
+    checkpoints of plain heads, or of fairseq's own spectral-norm flag, load into it."""
+
+    normalised_layers = HEAD_LAYERS
 
     def register_classification_head(self, name, num_classes=None, inner_dim=None, **kwargs):
         super().register_classification_head(name, num_classes, inner_dim, **kwargs)
-        spectrally_normalise_head(self.classification_heads[name])
+        spectrally_normalise_head(self.classification_heads[name], self.normalised_layers)
 
     def upgrade_state_dict_named(self, state_dict, name):
-        add_missing_power_iteration_vectors(state_dict, name + "." if name else "")
+        prefix = name + "." if name else ""
+        convert_torch_spectral_norm(state_dict, prefix)
+        stray = [key for key in state_dict if key.startswith(prefix + "classification_heads.")
+                 and key.endswith(".u") and key.split(".")[-2] not in self.normalised_layers]
+        if stray:
+            raise ValueError(
+                f"the checkpoint's head normalises {', '.join(sorted({k.split('.')[-2] for k in stray}))}, which "
+                f"this architecture ({type(self).__name__}) leaves plain: load it with the architecture it was "
+                f"trained with (roberta_sn_* / bart_sn_* normalise every head matrix)"
+            )
+        add_missing_power_iteration_vectors(state_dict, prefix, self.normalised_layers)
         super().upgrade_state_dict_named(state_dict, name)
+
+
+class OutProjNormalisedHeads(SpectrallyNormalisedHeads):
+    """R4F as its authors released it: fairseq's --spectral-norm-classification-head normalises ``out_proj``
+    only (the head's ``dense`` matrix stays plain, so the head is not 1-Lipschitz). Same head, but stored
+    under ``weight``/``u`` so that its checkpoints resume, validate and export."""
+
+    normalised_layers = ("out_proj",)
