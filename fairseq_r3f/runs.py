@@ -178,6 +178,9 @@ CHECKPOINT_FIELDS = (
     "best_checkpoint_metric", "maximize_best_checkpoint_metric", "patience", "save_interval", "save_interval_updates",
 )
 LEFT_OUT = {
+    # how the model is sharded and which activations are recomputed: memory, not numbers (fairseq's
+    # build_model fills min_params_to_wrap in, so a checkpoint has it where the parsed arguments do not)
+    "model": {"min_params_to_wrap", "checkpoint_activations", "offload_activations"},
     # paths, and the seed (a table's cell pools seeds)
     "task": {"data", "seed"},
     "ema": {"ema_seed_model"},
@@ -272,8 +275,8 @@ def _model_fields(cfg) -> Dict:
         namespace = argparse.Namespace(**{**defaults, **model})
         ARCH_CONFIG_REGISTRY[arch](namespace)
         model = _plain(vars(namespace))
-    fields = {key: value for key, value in model.items()
-              if key not in other and key not in COMPONENT_KEYS and key != "_name" and not _is_path_key(key)}
+    fields = {key: value for key, value in model.items() if key not in other and key not in COMPONENT_KEYS
+              and key != "_name" and key not in LEFT_OUT["model"] and not _is_path_key(key)}
     fields["_name"] = arch
     return fields
 
