@@ -34,4 +34,8 @@ with quiet_fairseq_import():
 
     checkpoints.allow_fairseq_checkpoints()
 
+    from fairseq_r3f import compat
+
+    compat.add_glue_metrics_where_missing()  # before the criteria that extend fairseq's sentence_prediction
+
     from fairseq_r3f import criterions, models, tasks  # noqa: F401

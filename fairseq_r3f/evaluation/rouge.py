@@ -147,15 +147,11 @@ def subset_size(data_bin: str, subset: str) -> int:
 
 def checkpoint_positions(checkpoint: str) -> Tuple[int, int]:
     """The model's maximum source and target positions, from the configuration saved in the checkpoint."""
-    import torch
-
     import fairseq_r3f  # noqa: F401 (allows the fairseq classes a checkpoint's configuration holds)
+    from fairseq_r3f.checkpoints import load_to_cpu
 
     try:
-        try:
-            state = torch.load(checkpoint, map_location="cpu", mmap=True)
-        except (RuntimeError, ValueError):  # torch's legacy (not zip) format cannot be memory-mapped
-            state = torch.load(checkpoint, map_location="cpu")
+        state = load_to_cpu(checkpoint)  # memory-mapped where torch can; a legacy (not zip) file is read whole
     except pickle.UnpicklingError as error:
         raise DataError(f"--checkpoint {checkpoint}: torch refuses to load it ({str(error).splitlines()[0]})") from None
     cfg = state.get("cfg")

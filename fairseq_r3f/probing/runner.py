@@ -28,6 +28,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 import torch
 
 from fairseq_r3f import runs
+from fairseq_r3f.checkpoints import load_to_cpu
 from fairseq_r3f.logs import read_json_log
 from fairseq_r3f.probing import methods as method_defs
 from fairseq_r3f.probing.methods import USER_DIR, GlueHparams, Method
@@ -391,7 +392,7 @@ def _saved_progress(path: str) -> Optional[Dict]:
     if not os.path.isfile(path):
         return None
     try:
-        state = torch.load(path, map_location="cpu", mmap=True)
+        state = load_to_cpu(path)
     except Exception as error:  # fairseq copies checkpoint_last.pt in place: a kill can cut the copy short
         raise StepFailed(f"{path} cannot be read ({type(error).__name__}: {str(error)[:200]}); if the run was "
                          f"killed while saving, delete it (the run then starts again from its start model) or put "

@@ -1,0 +1,174 @@
+"""What differs between the fairseq releases the plugin runs on, detected from the code, never from versions.
+
+GLUE's metrics. fairseq after 0.12.2 (main, fairseq-fixed) has ``--report-mcc``, ``--report-acc-and-f1`` and
+``--report-pearson-and-spearman`` on its ``sentence_prediction`` criterion: the validation logs then carry
+``mcc`` (CoLA), ``f1`` and ``acc_and_f1`` (MRPC, QQP), ``pearson``, ``spearman`` and ``pearson_and_spearman``
+(STS-B). fairseq 0.12.2, the last release, has none of them. There, importing the plugin gives fairseq's
+``sentence_prediction`` the same three options, computed the same way (the subset's predictions and targets are
+gathered over the validation, then the metric is computed once on all of them, x 100, one decimal), so the
+recipes, the hydra configs and the result tables are the same on every fairseq. The plugin's own criteria
+(``sentence_prediction_r3f``, ``_smart``, ``_freelb``) extend that criterion and get them too.
+"""
+
+import dataclasses
+from typing import List, Sequence
+
+METRIC_FLAG_FIELDS = ("report_mcc", "report_acc_and_f1", "report_pearson_and_spearman")
+
+
+def _sentence_prediction_fields() -> set:
+    from fairseq.criterions.sentence_prediction import SentencePredictionConfig
+
+    return {f.name for f in dataclasses.fields(SentencePredictionConfig)}
+
+
+def supported_metric_flags(flags: Sequence[str]) -> List[str]:
+    """The flags among ``flags`` (``--report-mcc``, ...) that fairseq's ``sentence_prediction`` takes once the
+    plugin is loaded (on every fairseq the plugin supports: all three GLUE metric flags)."""
+    import fairseq_r3f  # noqa: F401  (adds the metric options where fairseq lacks them)
+
+    fields = _sentence_prediction_fields()
+    return [flag for flag in flags if flag.lstrip("-").replace("-", "_") in fields]
+
+
+def add_glue_metrics_where_missing() -> bool:
+    """Gives fairseq's ``sentence_prediction`` criterion the three GLUE metric options where it lacks them (fairseq
+    0.12.2). Must run before any criterion that extends it is defined. Returns True when it changed fairseq."""
+    if set(METRIC_FLAG_FIELDS) <= _sentence_prediction_fields():
+        return False
+
+    from fairseq.criterions import CRITERION_DATACLASS_REGISTRY, CRITERION_REGISTRY
+    from fairseq.criterions import sentence_prediction as module
+    from hydra.core.config_store import ConfigStore
+
+    base_config, base_criterion = module.SentencePredictionConfig, module.SentencePredictionCriterion
+
+    @dataclasses.dataclass
+    class SentencePredictionConfig(base_config):
+        report_mcc: bool = dataclasses.field(
+            default=False, metadata={"help": "log the Matthews correlation (mcc) of the validation"})
+        report_acc_and_f1: bool = dataclasses.field(
+            default=False, metadata={"help": "log the F1 (f1) and the mean of accuracy and F1 (acc_and_f1)"})
+        report_pearson_and_spearman: bool = dataclasses.field(
+            default=False, metadata={"help": "log Pearson's and Spearman's correlations (pearson, spearman) "
+                                             "and their mean (pearson_and_spearman)"})
+
+    class SentencePredictionCriterion(base_criterion):
+        def __init__(self, cfg, task):
+            super().__init__(cfg, task)
+            self.report_mcc = getattr(cfg, "report_mcc", False)
+            self.report_acc_and_f1 = getattr(cfg, "report_acc_and_f1", False)
+            self.report_pearson_and_spearman = getattr(cfg, "report_pearson_and_spearman", False)
+            self.keep_pred_and_targ = self.report_mcc or self.report_acc_and_f1 or self.report_pearson_and_spearman
+            self.label_dict = getattr(task, "label_dictionary", None)
+
+        def forward(self, model, sample, reduce=True):
+            if not self.keep_pred_and_targ or model.training:
+                return super().forward(model, sample, reduce)
+            head = model.classification_heads[self.classification_head_name]
+            with _recorded_output(head) as outputs:
+                loss, sample_size, logging_output = super().forward(model, sample, reduce)
+            logits = outputs[-1]
+            targets = model.get_targets(sample, [logits]).view(-1)
+            if self.regression_target:
+                logging_output["pred"] = logits.detach().view(-1).float().cpu().tolist()
+                logging_output["targ"] = targets.detach().float().cpu().tolist()
+            else:
+                # the label ids back to the labels (fairseq's dictionary puts its special symbols first)
+                offset = self.label_dict.nspecial
+                logging_output["pred"] = [int(s) for s in self.label_dict.string(logits.argmax(-1) + offset).split()]
+                logging_output["targ"] = [int(s) for s in self.label_dict.string(targets + offset).split()]
+            for name in METRIC_FLAG_FIELDS:
+                if getattr(self, name):
+                    logging_output[name] = True
+            return loss, sample_size, logging_output
+
+        @staticmethod
+        def reduce_metrics(logging_outputs) -> None:
+            base_criterion.reduce_metrics(logging_outputs)
+            _reduce_glue_metrics(logging_outputs)
+
+    SentencePredictionCriterion.__name__ = SentencePredictionCriterion.__qualname__ = "SentencePredictionCriterion"
+    SentencePredictionCriterion.__module__ = module.__name__
+    setattr(SentencePredictionCriterion, "__dataclass", SentencePredictionConfig)  # read by fairseq's options
+    module.SentencePredictionConfig, module.SentencePredictionCriterion = SentencePredictionConfig, \
+        SentencePredictionCriterion
+    CRITERION_REGISTRY["sentence_prediction"] = SentencePredictionCriterion
+    CRITERION_DATACLASS_REGISTRY["sentence_prediction"] = SentencePredictionConfig
+    node = SentencePredictionConfig()
+    node._name = "sentence_prediction"
+    ConfigStore.instance().store(name="sentence_prediction", group="criterion", node=node, provider="fairseq")
+    return True
+
+
+class _recorded_output:
+    """Records the outputs of ``module`` while the ``with`` block runs."""
+
+    def __init__(self, module):
+        self.module, self.outputs = module, []
+
+    def __enter__(self):
+        self.handle = self.module.register_forward_hook(lambda _m, _i, output: self.outputs.append(output))
+        return self.outputs
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+def _concat_meter():
+    from fairseq.logging.meters import Meter
+
+    class GlueValuesMeter(Meter):
+        """All the values logged during one validation, in order (nothing smoothed)."""
+
+        def __init__(self):
+            self.values = []
+
+        def reset(self):
+            self.values = []
+
+        def update(self, values):
+            self.values.extend(values)
+
+        @property
+        def smoothed_value(self):
+            return None
+
+    return GlueValuesMeter()
+
+
+def _reduce_glue_metrics(logging_outputs) -> None:
+    from fairseq.logging import metrics
+    from fairseq.logging.meters import safe_round
+
+    pred = [p for log in logging_outputs for p in log.get("pred", [])]
+    targ = [t for log in logging_outputs for t in log.get("targ", [])]
+    if not pred:
+        return
+    # names starting with "_" stay out of the logs; the derived values are computed from them when printed
+    metrics.log_custom(_concat_meter, "_glue_pred", pred)
+    metrics.log_custom(_concat_meter, "_glue_targ", targ)
+
+    def derived(fn):
+        return lambda meters: safe_round(fn(meters["_glue_pred"].values, meters["_glue_targ"].values) * 100, 1)
+
+    if any("report_mcc" in log for log in logging_outputs):
+        from sklearn.metrics import matthews_corrcoef
+
+        metrics.log_derived("mcc", derived(lambda p, t: matthews_corrcoef(t, p)))
+    if any("report_acc_and_f1" in log for log in logging_outputs):
+        from sklearn.metrics import f1_score
+
+        def acc_and_f1(p, t):
+            accuracy = sum(a == b for a, b in zip(p, t)) / len(t)
+            return (accuracy + f1_score(y_true=t, y_pred=p)) / 2
+
+        metrics.log_derived("acc_and_f1", derived(acc_and_f1))
+        metrics.log_derived("f1", derived(lambda p, t: f1_score(y_true=t, y_pred=p)))
+    if any("report_pearson_and_spearman" in log for log in logging_outputs):
+        from scipy.stats import pearsonr, spearmanr
+
+        metrics.log_derived("pearson_and_spearman",
+                            derived(lambda p, t: (pearsonr(p, t)[0] + spearmanr(p, t)[0]) / 2))
+        metrics.log_derived("pearson", derived(lambda p, t: pearsonr(p, t)[0]))
+        metrics.log_derived("spearman", derived(lambda p, t: spearmanr(p, t)[0]))
