@@ -6,6 +6,7 @@ import json
 import os
 import random
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -263,6 +264,57 @@ def test_bleu_over_methods_and_seeds(runs, corpus):
     assert "| r3f | lambda1.25_uniform | 1 |" in (runs["save_root"] / "bleu-test.md").read_text()
 
 
+def bleu_table(root, references, data_bin, *extra):
+    proc = run([sys.executable, "-m", "fairseq_r3f.evaluation.bleu", "--config", "iwslt14_de_en", "--data-bin",
+                data_bin, "--references", str(references), "--runs", str(root), *extra])
+    return proc, json.loads((root / "bleu-test.json").read_text())
+
+
+def test_bleu_table_takes_finished_runs_once_and_keys_its_cache(runs, corpus, tmp_path):
+    """Under one SAVE_ROOT: the recipe's runs, a second copy of them (one without its checkpoint_best.pt), a
+    killed seed 2 (no done) and a GLUE run. Then a changed --references and --tokenize rescore."""
+    root = tmp_path / "save_root"
+    shutil.copytree(runs["save_root"], root)
+    shutil.copytree(root / "iwslt14_de_en", root / "copy" / "iwslt14_de_en")
+    (root / "copy" / "iwslt14_de_en" / "drop" / "lambda1.25_none" / "seed1" / "checkpoint_best.pt").unlink()
+    killed = root / "iwslt14_de_en" / "std" / "lambda0_none" / "seed2"
+    shutil.copytree(root / "iwslt14_de_en" / "std" / "lambda0_none" / "seed1", killed)
+    (killed / "done").unlink()
+    label = json.loads((killed / "run.json").read_text())
+    (killed / "run.json").write_text(json.dumps({**label, "seed": 2}))
+    glue = root / "RTE" / "std" / "default" / "seed1"
+    glue.mkdir(parents=True)
+    (glue / "run.json").write_text(json.dumps({"task": "RTE", "method": "std", "config": "default", "seed": 1}))
+    shutil.copy(killed / "checkpoint_best.pt", glue / "checkpoint_best.pt")
+    data_bin = str(corpus["out"] / "bin")
+    references = corpus["out"] / "raw" / "test.en"
+
+    proc, result = bleu_table(root, references, data_bin)
+    assert "note: 1 run(s) of other recipes or configurations are not in this table" in proc.stderr
+    assert not (glue / "bleu-test").exists()
+    assert sorted((row["method"], row["seed"]) for row in result["runs"]) == [("drop", 1), ("r3f", 1), ("std", 1)]
+    original = {row["method"]: row["run"] for row in result["runs"]}
+    assert all(str(root / "copy") not in folder for folder in original.values())
+    for method in ("std", "r3f"):
+        copy = str(root / "copy" / os.path.relpath(original[method], root))
+        assert f"warning: {copy} is the same run as {original[method]}" in proc.stderr
+    table = (root / "bleu-test.md").read_text()
+    assert f"{killed}: unfinished (no done file" in table
+    assert "checkpoint_best.pt is gone (deleted?)" in table
+    assert "| std | lambda0_none | 1/2 |" in table and "| r3f | lambda1.25_uniform | 1 |" in table
+
+    # the references are now std's own hypotheses: std scores 100, whatever its cached bleu.json said
+    own = tmp_path / "own.en"
+    shutil.copy(os.path.join(original["std"], "bleu-test", "test.hyp"), own)
+    proc, result = bleu_table(root, own, data_bin)
+    assert {row["method"]: row["bleu"] for row in result["runs"]}["std"] == pytest.approx(100.0)
+    again, result = bleu_table(root, own, data_bin, "--tokenize", "none")
+    assert result["signature"][0].split("|")[3] == "tok:none"
+    assert "same checkpoint, references and settings" not in again.stderr
+    again, _ = bleu_table(root, own, data_bin, "--tokenize", "none")
+    assert again.stderr.count("(bleu.json of the same checkpoint, references and settings)") == 3
+
+
 def test_results_table_over_seeds():
     runs = [("drop", "lambda1.25_none", 2, 30.0), ("r3f", "lambda1.25_uniform", 2, 31.5),
             ("std", "lambda0_none", 1, 29.0), ("r3f", "lambda1.25_uniform", 1, 32.5),
@@ -380,3 +432,28 @@ def test_mbart_variant_trains_and_translates(corpus, tmp_path):
     log = (tmp_path / "eval" / "generate-test.txt").read_text()
     assert "--task translation_from_pretrained_mbart" in log and log.count("\nH-") == N_TEST
     assert "[ro_RO]" not in (tmp_path / "eval" / "test.hyp").read_text()
+
+
+def test_iwslt14_as_prepare_iwslt14_sh_through_the_command_line(tmp_path):
+    """--tokenization moses: tokenised, lowercased text in raw/, joint BPE in bpe/, one dictionary for both
+    sides in bin/ (what --share-all-embeddings needs)."""
+    from test_iwslt14_tokenized import release
+
+    release(tmp_path / "de-en")
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, PREPROCESS, "--iwslt14-dir", str(tmp_path / "de-en"), "--out-dir",
+                           str(out), "--tokenization", "moses", "--vocab-size", "40", "--workers", "1"],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["tokenization"] == "moses, as prepare-iwslt14.sh" and report["bpe"]["merges"] == 40
+    assert report["test_pairs"] == 10 and report["valid_pairs"] == (3 * 26) // 23
+    assert (out / "raw" / "test.en").read_text().splitlines()[0] == "the house &amp; amp ; the tree &apos;s leaf ."
+    assert (out / "bin" / "dict.de.txt").read_text() == (out / "bin" / "dict.en.txt").read_text()
+    assert (out / "bin" / "code").read_text() == (out / "bpe" / "code").read_text()
+    assert {p.name for p in (out / "bin").iterdir()} >= {"train.de-en.de.bin", "test.de-en.en.idx"}
+    proc = subprocess.run([sys.executable, PREPROCESS, "--train-prefix", "x", "--valid-prefix", "x",
+                           "--test-prefix", "x", "--source-lang", "de", "--target-lang", "en", "--out-dir",
+                           str(out), "--tokenization", "moses"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2 and "--tokenization moses follows prepare-iwslt14.sh and needs --iwslt14-dir" in \
+        proc.stderr

@@ -20,8 +20,14 @@ The IWSLT'14 folder holds what fairseq's examples/translation/prepare-iwslt14.sh
                                <seg id="N"> text </seg> lines; both sides must hold the same segment ids in the
                                same order. Their concatenation, in that order, is the test set (as in that script).
   valid = every 23rd training pair, train = the rest (that script's split).
-Unlike that script we do not Moses-tokenise, lowercase or length-filter: sentencepiece works on raw text and
-BLEU is computed on detokenised, cased output with sacrebleu (docs/translation.md).
+By default, unlike that script, we do not Moses-tokenise, lowercase or length-filter: sentencepiece works on raw
+text and BLEU is computed on detokenised, cased output with sacrebleu (docs/translation.md).
+
+--tokenization moses (IWSLT'14 only) instead follows that script step by step -- its tag filtering, Moses
+tokenisation (sacremoses), length/ratio cleaning, lowercasing, split, and joint BPE with subword-nmt
+(--vocab-size merges) -- the data behind the published IWSLT'14 scores (fairseq_r3f/preprocess/iwslt14_tokenized.py;
+score it with fairseq_r3f.evaluation.tokenized_bleu). It writes OUT/raw (tokenised, lowercased text: the
+references of tokenised BLEU), OUT/bpe (the BPE text and its codes) and OUT/bin (one dictionary for both sides).
 
 Every line is whitespace-normalised. A pair with an empty side is dropped and counted per split and side; an
 empty training split, files of different line counts (both counts named) and bytes that are not UTF-8 (file
@@ -42,6 +48,7 @@ import subprocess
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from fairseq_r3f.preprocess import iwslt14_tokenized
 from fairseq_r3f.preprocess.files import DataError, read_lines
 from fairseq_r3f.tools import fairseq_command
 
@@ -225,8 +232,13 @@ def main(argv=None) -> int:
     parser.add_argument("--source-lang", default=None, help="source language suffix (IWSLT'14: de)")
     parser.add_argument("--target-lang", default=None, help="target language suffix (IWSLT'14: en)")
     parser.add_argument("--out-dir", required=True)
+    parser.add_argument("--tokenization", choices=("sentencepiece", "moses"), default="sentencepiece",
+                        help="sentencepiece on raw text (default), or moses: IWSLT'14 exactly as fairseq's "
+                             "prepare-iwslt14.sh (Moses tokens, lowercased, joint subword-nmt BPE), for BLEU "
+                             "comparable with published IWSLT'14 scores")
     parser.add_argument("--vocab-size", type=int, default=10000,
-                        help="joint sentencepiece vocabulary (10000: prepare-iwslt14.sh's joint BPE size)")
+                        help="joint sentencepiece vocabulary, or with --tokenization moses the BPE merges "
+                             "(10000: prepare-iwslt14.sh's BPE_TOKENS)")
     parser.add_argument("--model-type", choices=("bpe", "unigram"), default="bpe", help="sentencepiece model type")
     parser.add_argument("--spm-model", help="apply this sentencepiece model instead of training one")
     parser.add_argument("--dict", help="with --spm-model: the model's fairseq dict.txt (e.g. mBART's)")
@@ -242,6 +254,11 @@ def main(argv=None) -> int:
     if prefixes and len(prefixes) < len(SPLITS):
         parser.error(f"plain text needs all three of --train-prefix, --valid-prefix, --test-prefix "
                      f"(missing: {', '.join(s for s in SPLITS if s not in prefixes)})")
+    if args.tokenization == "moses":
+        if not args.iwslt14_dir:
+            parser.error("--tokenization moses follows prepare-iwslt14.sh and needs --iwslt14-dir")
+        if args.spm_model or args.dict:
+            parser.error("--tokenization moses learns its own BPE: drop --spm-model / --dict")
     if args.dict and not args.spm_model:
         parser.error("--dict goes with --spm-model (the dictionary of that sentencepiece model)")
     for path, flag in ((args.spm_model, "--spm-model"), (args.dict, "--dict")):
@@ -254,6 +271,21 @@ def main(argv=None) -> int:
 
     report: Dict = {"source_lang": source, "target_lang": target}
     try:
+        if args.tokenization == "moses":
+            test_sets = [name for name in args.iwslt14_test_sets.split(",") if name]
+            report.update(dataset="iwslt14", tokenization="moses, as prepare-iwslt14.sh", test=test_sets,
+                          valid="every 23rd cleaned training pair")
+            pairs = iwslt14_tokenized.read_and_tokenise(args.iwslt14_dir, source, target, test_sets, report)
+            raw_dir, bpe_dir, bin_dir = (os.path.join(args.out_dir, name) for name in ("raw", "bpe", "bin"))
+            os.makedirs(raw_dir, exist_ok=True)
+            for split, examples in pairs.items():
+                report[f"{split}_pairs"] = len(examples)
+                for lang, side in ((source, 0), (target, 1)):
+                    write_lines(os.path.join(raw_dir, f"{split}.{lang}"), [example[side] for example in examples])
+            iwslt14_tokenized.learn_and_apply_bpe(raw_dir, bpe_dir, source, target, args.vocab_size, report)
+            binarise(bpe_dir, bin_dir, source, target, None, args.workers, report)
+            shutil.copyfile(os.path.join(bpe_dir, "code"), os.path.join(bin_dir, "code"))
+            return finish(args.out_dir, report)
         if args.iwslt14_dir:
             test_sets = [name for name in args.iwslt14_test_sets.split(",") if name]
             report.update(dataset="iwslt14", valid="every 23rd training pair", test=test_sets)
@@ -292,7 +324,12 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
-    with open(os.path.join(args.out_dir, "report.json"), "w") as f:
+    return finish(args.out_dir, report)
+
+
+def finish(out_dir: str, report: Dict) -> int:
+    """Writes OUT/report.json and shows it."""
+    with open(os.path.join(out_dir, "report.json"), "w") as f:
         json.dump(report, f, indent=1)
     print(json.dumps(report, indent=1))
     dropped = {key: value for key, value in report.items() if "_dropped_empty_" in key}
