@@ -1,0 +1,125 @@
+"""The run layer's planner and records, in-process: environment values and flags checked like options, the plan
+of a sweep, the printed commands (bash's quoting), the comparison of a recorded plan with a new one, the lock,
+and the messages for damaged records."""
+
+import io
+import os
+import subprocess
+
+import pytest
+
+from fairseq_r3f import launch
+
+
+def inputs(tmp_path):
+    data = tmp_path / "glue"
+    for part in ("input0/dict.txt", "label/dict.txt"):
+        (data / "RTE-bin" / part).parent.mkdir(parents=True, exist_ok=True)
+        (data / "RTE-bin" / part).write_text("")
+    for name in ("train.de-en.de.bin",):
+        (tmp_path / "iwslt" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "iwslt" / name).write_text("")
+    return {"DATA_DIR": str(data), "TINY": "1", "SEEDS": "1", "DRY_RUN": "1", "SAVE_ROOT": str(tmp_path / "runs")}
+
+
+def refused(recipe, args, env):
+    with pytest.raises(launch.Stop) as stop:
+        launch.make_plan(recipe, args, env)
+    return str(stop.value)
+
+
+@pytest.mark.parametrize("variable", ["R3F_LAMBDA", "R3F_EPS"])
+@pytest.mark.parametrize("value", ["1e400", "nan", "inf", "-1", "1.0x"])
+def test_environment_numbers_are_checked_like_options(tmp_path, variable, value):
+    message = refused("glue", ["RTE", "r3f"], {**inputs(tmp_path), variable: value})
+    assert variable in message and value in message and "finite" in message
+    assert "again" not in message
+
+
+def test_every_numeric_environment_value_names_its_variable(tmp_path):
+    env = inputs(tmp_path)
+    assert "LAMBDAS" in refused("glue", ["RTE", "r3f"], {**env, "SWEEP": "1", "LAMBDAS": "0.1 1e400"})
+    assert "DROP_LAMBDA" in refused("translation", ["iwslt14_de_en"],
+                                    {**env, "DATA_BIN": str(tmp_path / "iwslt"), "DROP_LAMBDA": "1e400"})
+    for variable, value in (("NGPUS", "1.5"), ("TINY_UPDATES", "0"), ("SWEEP_SIZE", "x"), ("FP16", "yes"),
+                            ("TINY", "2")):
+        assert variable in refused("glue", ["RTE", "r3f"], {**env, variable: value}), variable
+
+
+@pytest.mark.parametrize("flags, named", [(["--lr", "nan"], "--lr"), (["--dropout=inf"], "--dropout"),
+                                          (["--lr", "1e400"], "--lr"), (["--r3f-lambda", "nan"], "--r3f-lambda")])
+def test_a_flag_after_method_that_is_not_finite_is_refused_without_advising_a_rerun(tmp_path, flags, named):
+    message = refused("glue", ["RTE", "r3f", *flags], inputs(tmp_path))
+    assert named in message and "R3F_LAMBDA=nan" not in message and "again" not in message
+
+
+def test_settings_after_method_are_part_of_the_plan(tmp_path):
+    plan = launch.make_plan("glue", ["RTE", "std", "--dropout", "0.0", "--max-update", "2"], inputs(tmp_path))
+    [run] = plan.runs
+    assert plan.overrides == ["--dropout", "0.0", "--max-update", "2"]
+    assert run.command[-4:] == ["--dropout", "0.0", "--max-update", "2"]
+    assert launch.flag_value(run.command, "--dropout") == "0.0"
+
+
+def test_a_sweep_plans_every_configuration_and_seed_and_names_what_it_varies(tmp_path):
+    env = {**inputs(tmp_path), "SWEEP": "1", "SEEDS": "1 2", "TINY": "0", "FP16": "0",
+           "ROBERTA_PATH": __file__}
+    plan = launch.make_plan("glue", ["RTE", "r3f"], env)
+    assert len(plan.runs) == 8 * 2 and len({run.dir for run in plan.runs}) == 16
+    assert plan.swept == ["criterion.r3f_lambda", "criterion.noise_type"]
+    assert {run.sweep_dir for run in plan.runs} == {f"{tmp_path}/runs/RTE/r3f"}
+    plan = launch.make_plan("glue", ["RTE", "std"], {**env, "SWEEP_SIZE": "3"})
+    assert [run.config for run in plan.runs][::2] == ["lr5e-6", "lr1e-5", "lr3e-5"]
+    assert plan.notes[-1].startswith("# SWEEP_SIZE=3: 3 of the 8 configurations")
+
+
+def test_dry_run_quotes_as_bash_printf_q():
+    words = ["(0.9,0.98)", "a b", "", "x=~y", "~home", "#c", "d#", "$HOME", "it's", "tab\tx", "ok-1.5e-5", "a,b"]
+    bash = subprocess.run(["bash", "-c", 'printf "%q " "$@"', "bash", *words], capture_output=True, text=True).stdout
+    assert launch.quoted(words) == bash
+
+
+def test_a_relaunch_with_other_settings_names_the_flag():
+    recorded = ["data", "--lr", "1e-5", "--dropout", "0.1", "--fp16"]
+    assert launch.plan_difference(recorded, ["data", "--dropout", "0.1", "--lr", "0.00001", "--fp16"]) is None
+    assert launch.plan_difference(recorded, ["data", "--lr", "1e-5", "--dropout", "0.0", "--fp16"]) \
+        == "--dropout: 0.1 recorded, 0.0 now"
+    assert launch.plan_difference(recorded, ["data", "--lr", "1e-5", "--dropout", "0.1"]) \
+        == "--fp16: given recorded, absent now"
+
+
+def test_a_second_launch_on_a_locked_folder_is_refused_naming_the_holder(tmp_path):
+    with launch.run_lock(str(tmp_path)):
+        with pytest.raises(launch.Stop) as stop:
+            with launch.run_lock(str(tmp_path)):
+                pass
+    message = str(stop.value)
+    assert f"pid {os.getpid()}" in message and "host" in message and "started 20" in message
+    with launch.run_lock(str(tmp_path)):  # released: a later launch takes it
+        pass
+
+
+def test_a_damaged_record_is_named(tmp_path):
+    path = tmp_path / "run.json"
+    path.write_text('{"task": "RTE", ')
+    with pytest.raises(launch.Stop) as stop:
+        launch.read_json_file(str(path), "what the run is")
+    assert str(path) in str(stop.value) and "damaged" in str(stop.value) and "JSONDecodeError" not in str(stop.value)
+
+
+def test_plan_json_is_the_union_over_launches(tmp_path):
+    def run(config, seed):
+        return launch.Run(str(tmp_path / config / f"seed{seed}"), [], {}, str(tmp_path), config, seed)
+
+    launch.record_plan(str(tmp_path), [run("a", 1), run("a", 2)])
+    launch.record_plan(str(tmp_path), [run("a", 2), run("b", 1)])
+    plan = launch.read_json_file(str(tmp_path / "plan.json"), "the plan")
+    assert plan["runs"] == [{"dir": "a/seed1", "config": "a", "seed": 1}, {"dir": "a/seed2", "config": "a", "seed": 2},
+                            {"dir": "b/seed1", "config": "b", "seed": 1}]
+
+
+def test_a_wrong_invocation_prints_the_recipes_usage(tmp_path):
+    out, err = io.StringIO(), io.StringIO()
+    usage = launch.usage_text(os.path.join(os.path.dirname(launch.USER_DIR), "recipes", "glue.sh"))
+    status = launch.run_recipe("glue", ["RTE"], inputs(tmp_path), usage=usage, stdout=out, stderr=err)
+    assert status == 2 and err.getvalue().startswith("error: give a TASK and a METHOD\n\nFine-tune RoBERTa-large")
