@@ -81,7 +81,9 @@ def assert_method(cfg, method, values):
 def test_glue_configs_hold_the_tables_values(task, method):
     cfg, row, values = load(f"{GLUE_FILES[task]}_{method}"), read_table("glue_tasks.tsv")[task], shared("glue.tsv")
     assert cfg.task._name == "sentence_prediction" and OmegaConf.is_missing(cfg.task, "data")
-    assert OmegaConf.is_missing(cfg.checkpoint, "restore_file") and cfg.checkpoint.reset_optimizer
+    # the pretrained model through finetune_from_model (loaded only without a checkpoint_last.pt of the run's own)
+    assert OmegaConf.is_missing(cfg.checkpoint, "finetune_from_model") and not cfg.checkpoint.get("reset_optimizer")
+    assert "restore_file" not in cfg.checkpoint
     assert cfg.task.num_classes == int(row["num_classes"])
     assert cfg.task.max_positions == int(values["max_positions"])
     assert cfg.dataset.batch_size == int(row["batch_size"])  # the effective batch, on one GPU
@@ -186,7 +188,7 @@ def saved_cfg(save_dir):
 def test_glue_r3f_config_trains_with_r3f_under_fairseq_hydra_train(toy_task, tmp_path):
     save = tmp_path / "save"
     proc, records = hydra_train(
-        tmp_path, f"task.data={toy_task}", f"checkpoint.restore_file={tmp_path}/no-pretrained-model.pt",
+        tmp_path, f"task.data={toy_task}", "checkpoint.finetune_from_model=null",
         f"common.user_dir={USER_DIR}", f"checkpoint.save_dir={save}", "optimization.max_update=3",
         *TINY_ROBERTA, *ON_THE_CPU, config_dir=os.path.join(CONFIG_DIR, "glue"), config_name="rte_r3f")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -199,11 +201,35 @@ def test_glue_r3f_config_trains_with_r3f_under_fairseq_hydra_train(toy_task, tmp
     assert cfg["optimization"]["lr"] == [1e-5] and cfg["lr_scheduler"]["warmup_updates"] == 187
 
 
+def test_the_same_command_again_resumes_instead_of_reloading_the_pretrained_model(toy_task, tmp_path):
+    """A stopped run launched again continues from its own checkpoint_last.pt: the pretrained model is loaded
+    only on the first launch (finetune_from_model), and checkpoint_best.pt is not overwritten by a restart."""
+    def train(save, max_update, pretrained="null"):
+        return hydra_train(
+            tmp_path, f"task.data={toy_task}", f"checkpoint.finetune_from_model={pretrained}",
+            f"common.user_dir={USER_DIR}", f"checkpoint.save_dir={save}", f"optimization.max_update={max_update}",
+            *TINY_ROBERTA, *ON_THE_CPU,
+            config_dir=os.path.join(CONFIG_DIR, "glue"), config_name="rte_r3f")
+
+    proc, _ = train(tmp_path / "pretrained", 2)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    pretrained = tmp_path / "pretrained" / "checkpoint_last.pt"
+    proc, records = train(tmp_path / "run", 2, pretrained)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"loading pretrained model from {pretrained}" in proc.stdout + proc.stderr
+    assert [r["num_updates"] for r in records["train_inner"]] == ["1", "2"]
+    proc, records = train(tmp_path / "run", 4, pretrained)  # the same command, a longer budget: resumes
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    assert "loading pretrained model" not in output and "checkpoint_last.pt" in output
+    assert [r["num_updates"] for r in records["train_inner"]] == ["3", "4"]
+
+
 def test_xnli_r4f_config_found_by_name_alone_trains_the_spectrally_normalised_head(toy_task, tmp_path):
     # no --config-dir and no common.user_dir: the plugin's folders are on Hydra's search path
     save = tmp_path / "save"
     proc, records = hydra_train(
-        tmp_path, f"task.data={toy_task}", f"checkpoint.restore_file={tmp_path}/no-pretrained-model.pt",
+        tmp_path, f"task.data={toy_task}", "checkpoint.finetune_from_model=null",
         f"checkpoint.save_dir={save}", "optimization.max_update=2", "dataset.valid_subset=valid", *TINY_ROBERTA,
         *ON_THE_CPU, config_name="xnli_r4f")
     assert proc.returncode == 0, proc.stderr[-3000:]

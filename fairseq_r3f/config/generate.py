@@ -74,8 +74,9 @@ def sentence_prediction_config(shared: Dict[str, str], num_classes: int, metric:
         "task": {"_name": "sentence_prediction", "data": "???", "init_token": 0, "separator_token": 2,
                  "num_classes": num_classes, "max_positions": number(shared["max_positions"]),
                  "shorten_method": "truncate"},
-        "checkpoint": {"restore_file": "???", "reset_optimizer": True, "reset_dataloader": True,
-                       "reset_meters": True, "best_checkpoint_metric": metric,
+        # finetune_from_model, not restore_file + reset_*: fairseq loads the pretrained model only while the run
+        # has no checkpoint_last.pt of its own, so the same command resumes a stopped run
+        "checkpoint": {"finetune_from_model": "???", "best_checkpoint_metric": metric,
                        "maximize_best_checkpoint_metric": True, "no_epoch_checkpoints": True},
         "distributed_training": {"find_unused_parameters": True, "distributed_world_size": 1},
         "criterion": criterion_block,
@@ -181,7 +182,7 @@ def scalar(value) -> str:
     return text if plain else json.dumps(text)
 
 
-def usage(name: str, data: str, model: str = "checkpoint.restore_file") -> str:
+def usage(name: str, data: str, model: str = "checkpoint.finetune_from_model") -> str:
     """The header lines that show how the config is run."""
     folder, stem = os.path.dirname(name), os.path.splitext(os.path.basename(name))[0]
     return (f"\n\n  fairseq-hydra-train --config-dir CONFIG_DIR/{folder} --config-name {stem} \\\n"
