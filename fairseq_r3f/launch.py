@@ -139,9 +139,13 @@ def has_flag(flags: Sequence[str], name: str) -> bool:
     return any(item == name or item.startswith(name + "=") for item in flags)
 
 
+def is_sn_arch(arch: str) -> bool:
+    return "_sn_" in arch
+
+
 def sn_arch(arch: str) -> str:
     """roberta_large -> roberta_sn_large, bart_base -> bart_sn_base (the plugin's R4F architectures)."""
-    if "_sn_" in arch:
+    if is_sn_arch(arch):
         return arch
     for family in ("roberta", "bart"):
         if arch.startswith(family + "_"):

@@ -1,8 +1,10 @@
 """What the probing drivers run: the fine-tuning methods as fairseq-train flag sets, and the GLUE values.
 
 The per-task and shared GLUE values are read from ``fairseq_r3f/hparams`` (``glue_tasks.tsv``, ``glue.tsv``),
-the tables recipes/glue.sh reads too (appendix A.2: probing uses the fine-tuning values); one function,
-``GlueHparams.training_flags``, turns them into flags. The methods are defined here only; every driver can
+the tables recipes/glue.sh reads too (appendix A.2: probing uses the fine-tuning values); the run layer's
+``fairseq_r3f.launch.sentence_prediction_command``, which builds the recipes' GLUE runs, turns them into a
+command (``GlueHparams.command``), and the method -> criterion map, ``flag_value`` and ``sn_arch`` are the run
+layer's too. The methods are defined here only; every driver can
 replace a built-in method's settings or add a method with ``--method NAME=FLAGS``, and flags that would make
 a built-in method another one (another criterion, the other kind of classification head) are refused.
 """
@@ -12,6 +14,8 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
+from fairseq_r3f import launch
+from fairseq_r3f.launch import flag_value, is_sn_arch, sn_arch  # noqa: F401  (the drivers use them from here)
 from fairseq_r3f.tools import USER_DIR, read_table  # noqa: F401  (USER_DIR: used by the drivers)
 
 # The metrics a sentence_prediction criterion logs (with glue_tasks.tsv's metric_flags).
@@ -34,23 +38,6 @@ class Method:
         return criterion + self.flags + (["--arch", sn_arch(arch)] if self.spectral_norm_head else [])
 
 
-def is_sn_arch(arch: str) -> bool:
-    return "_sn_" in arch
-
-
-def sn_arch(arch: str) -> str:
-    """roberta_large -> roberta_sn_large, bart_base -> bart_sn_base (the plugin's R4F architectures)."""
-    if is_sn_arch(arch):
-        return arch
-    for family in ("roberta", "bart"):
-        if arch.startswith(family + "_"):
-            return family + "_sn_" + arch[len(family) + 1:]
-    raise ValueError(
-        f"R4F needs the spectrally normalised variant of --arch {arch}, and the plugin has roberta_sn_* and "
-        f"bart_sn_* only: use a RoBERTa/XLM-R or BART architecture"
-    )
-
-
 # SMART's options whose single-run values glue.tsv gives (smart_lambda, ...), as recipes/glue.sh passes them.
 SMART_OPTIONS = ("lambda", "steps", "step_size", "eps", "init", "norm")
 
@@ -62,23 +49,10 @@ def builtin_methods(shared: Dict[str, str]) -> Dict[str, Method]:
     r3f = ["--r3f-lambda", shared["r3f_lambda"], "--noise-type", shared["noise_type"], "--eps", shared["eps"]]
     smart = [item for name in SMART_OPTIONS if f"smart_{name}" in shared
              for item in (f"--smart-{name.replace('_', '-')}", shared[f"smart_{name}"])]
-    return {
-        "std++": Method("std++", "sentence_prediction", builtin=True),
-        "smart": Method("smart", "sentence_prediction_smart", smart, builtin=True),
-        "r3f": Method("r3f", "sentence_prediction_r3f", r3f, builtin=True),
-        "r4f": Method("r4f", "sentence_prediction_r3f", r3f, spectral_norm_head=True, builtin=True),
-    }
-
-
-def flag_value(flags: Sequence[str], name: str) -> Optional[str]:
-    """The value the last ``name VALUE`` or ``name=VALUE`` in ``flags`` gives (what argparse keeps), or None."""
-    value = None
-    for i, flag in enumerate(flags):
-        if flag == name and i + 1 < len(flags):
-            value = flags[i + 1]
-        elif flag.startswith(name + "="):
-            value = flag[len(name) + 1:]
-    return value
+    flags = {"std++": [], "smart": smart, "r3f": r3f, "r4f": r3f}
+    return {name: Method(name, launch.SENTENCE_METHODS[name][0], method_flags,
+                         spectral_norm_head=launch.SENTENCE_METHODS[name][2], builtin=True)
+            for name, method_flags in flags.items()}
 
 
 def without_flag(flags: Sequence[str], name: str) -> List[str]:
@@ -194,21 +168,17 @@ class GlueHparams:
                              f"{row['metric']}): copy it from fairseq_r3f/hparams/glue_tasks.tsv")
         return [flag for flag in row["metric_flags"].split() if flag != "-"]
 
-    def training_flags(self, task: str, arch: str) -> List[str]:
-        """Model, optimiser, schedule and batch of one GLUE run (appendix Tables 5 and 6), for fine-tuning
-        and probing alike; the caller adds the task, criterion, seed and output flags."""
+    def command(self, data: str, task: str, arch: str, fairseq_task: str, criterion: str, method_flags: List[str],
+                seed: int, save_dir: str, last: List[str]) -> List[str]:
+        """One GLUE fine-tuning or probing run (appendix Tables 5 and 6) as fairseq-train arguments, built as the
+        recipes build theirs (fairseq_r3f.launch.sentence_prediction_command); ``method_flags`` follow the
+        criterion, ``last`` (the driver's own flags) ends the list. Validation on the task's first subset."""
         row, s = self.task(task), self.shared
         max_update = int(row["max_update"])
         warmup = int(float(s["warmup_ratio"]) * max_update)
-        return [
-            "--num-classes", row["num_classes"], "--init-token", "0", "--separator-token", "2",
-            "--max-positions", s["max_positions"], "--shorten-method", "truncate", "--arch", arch,
-            "--dropout", s["dropout"], "--attention-dropout", s["attention_dropout"],
-            "--weight-decay", s["weight_decay"], "--optimizer", "adam", "--adam-betas", s["adam_betas"],
-            "--adam-eps", s["adam_eps"], "--clip-norm", s["clip_norm"], "--lr-scheduler", s["lr_scheduler"],
-            "--lr", row["lr"], "--total-num-update", str(max_update), "--warmup-updates", str(warmup),
-            "--max-update", str(max_update), "--batch-size", row["batch_size"], "--max-tokens", s["max_tokens"],
-            "--required-batch-size-multiple", "1",  # or validation drops len % 8 examples
-            "--valid-subset", "valid", "--best-checkpoint-metric", self.metric(task),
-            "--maximize-best-checkpoint-metric", *self.metric_flags(task),
-        ]
+        values = {**s, "weight_decay": s["weight_decay"]}
+        return launch.sentence_prediction_command(
+            data, fairseq_task, row["num_classes"], s["max_positions"], [arch], criterion,
+            ["--lr", row["lr"], *launch.metric_flags_supported(self.metric_flags(task)), *method_flags], values,
+            max_update, warmup, [], int(row["batch_size"]), "valid", self.metric(task), str(seed), save_dir,
+            ["--required-batch-size-multiple", "1", *last])  # or validation drops len % 8 examples

@@ -17,7 +17,6 @@ checkpoint's saved configuration (fairseq_r3f.runs) and checked against the meth
 import argparse
 import json
 import logging
-import math
 import os
 import shlex
 import sys
@@ -27,7 +26,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 import torch
 
-from fairseq_r3f import runs
+from fairseq_r3f import launch, runs
 from fairseq_r3f.checkpoints import load_to_cpu
 from fairseq_r3f.logs import read_json_log
 from fairseq_r3f.probing import methods as method_defs
@@ -146,6 +145,10 @@ class Experiment:
                 method_defs.check_overrides(method, args.arch, self.extra)
         except ValueError as error:
             raise SystemExit(f"error: {error}")
+        if not args.dry_run and any(flag in ("--fp16", "--bf16", "--memory-efficient-fp16") for flag in self.extra) \
+                and not torch.cuda.is_available():
+            raise SystemExit("error: -- --fp16 (or --bf16) needs a CUDA GPU and torch sees none here: drop it to "
+                             "train in fp32 on this machine, or run on a GPU (--dry-run prints the commands)")
         self.tiny = tiny_flags(args.tiny_updates) if args.tiny else []
         self.env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")} if args.tiny else None
         self.state_path = os.path.join(self.work_dir, "state.json")
@@ -184,22 +187,22 @@ class Experiment:
 
     # -- commands -------------------------------------------------------------------------------------------
     def finetune_args(self, task: str, method: str, seed: int, init: Optional[str], save_dir: str) -> List[str]:
-        arch = self.args.arch
+        """A fine-tuning step: the recipes' GLUE command (fairseq_r3f.launch) with the method's criterion and
+        flags, R4F's spectrally normalised --arch, a head per task and the starting model."""
+        chosen = self.methods[method]
+        arch = method_defs.sn_arch(self.args.arch) if chosen.spectral_norm_head else self.args.arch
+        criterion = chosen.criterion or method_defs.flag_value(chosen.flags, "--criterion") or "sentence_prediction"
         start = ["--finetune-from-model", init] if init else []
-        return [
-            self.data_dir(task), "--user-dir", USER_DIR, "--task", "sentence_prediction",
-            *self.hparams.training_flags(task, arch), "--classification-head-name", head_name(task),
-            *start, "--seed", str(seed), "--save-dir", save_dir, "--no-epoch-checkpoints",
-            "--log-format", "json", *self.tiny, *self.methods[method].train_flags(arch), *self.extra,
-        ]
+        return self.hparams.command(
+            self.data_dir(task), task, arch, "sentence_prediction", criterion, chosen.flags, seed, save_dir,
+            ["--user-dir", USER_DIR, "--classification-head-name", head_name(task), *start, "--no-epoch-checkpoints",
+             "--log-format", "json", *self.tiny, *self.extra])
 
     def probe_args(self, task: str, checkpoint: str, seed: int, save_dir: str) -> List[str]:
-        return [
-            self.data_dir(task), "--user-dir", USER_DIR, "--task", "sentence_prediction_probe",
-            "--probe-checkpoint", checkpoint, *self.hparams.training_flags(task, self.args.arch),
-            "--criterion", "sentence_prediction", "--seed", str(seed), "--save-dir", save_dir, "--no-save",
-            "--log-format", "json", *self.tiny, *self.extra, *self.probe_extra,
-        ]
+        return self.hparams.command(
+            self.data_dir(task), task, self.args.arch, "sentence_prediction_probe", "sentence_prediction", [], seed,
+            save_dir, ["--user-dir", USER_DIR, "--probe-checkpoint", checkpoint, "--no-save", "--log-format", "json",
+                       *self.tiny, *self.extra, *self.probe_extra])
 
     # -- steps ------------------------------------------------------------------------------------------
     def finetune(self, key: str, task: str, method: str, seed: int, init: Optional[str]) -> Dict:
@@ -358,28 +361,14 @@ def tiny_flags(updates: int) -> List[str]:
             "--cpu", "--num-workers", "0", "--log-interval", "1"]
 
 
-# Flags where inf has a documented meaning (an unconstrained FreeLB ball).
-INF_ALLOWED = ("--freelb-max-norm",)
-
-
 def check_finite(args: Sequence[str], key: str) -> None:
     """Stops on a fairseq-train flag whose value is NaN or infinite (``--lr nan``, ``--r3f-lambda=inf``): fairseq
-    takes most of them and trains on them. The plugin's own options are checked again by the criterions
-    (fairseq_r3f/options.py); this check also covers fairseq's and stops before the first run."""
-    for i, flag in enumerate(args):
-        if not flag.startswith("--"):
-            continue
-        name, sep, value = flag.partition("=")
-        if not sep:
-            if i + 1 >= len(args):
-                continue
-            value = args[i + 1]
-        try:
-            number = float(value)
-        except ValueError:
-            continue
-        if math.isnan(number) or (math.isinf(number) and name not in INF_ALLOWED):
-            raise SystemExit(f"error: {name} {value} (in the flags of step {key}): give a finite number")
+    takes most of them and trains on them. The run layer's check (fairseq_r3f.launch.check_finite), which the
+    recipes use too; it stops before the first run."""
+    try:
+        launch.check_finite(args, f"in the flags of step {key}")
+    except launch.Stop as stop:
+        raise SystemExit(f"error: {stop}") from None
 
 
 def _clock(seconds: float) -> str:
