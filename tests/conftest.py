@@ -10,6 +10,7 @@ import os
 import subprocess
 
 import pytest
+import torch
 
 from fairseq_r3f.logs import read_json_log
 from fairseq_r3f.tools import fairseq_command, tiny_model_flags
@@ -23,6 +24,20 @@ USER_DIR = os.path.join(REPO, "fairseq_r3f")
 TINY_ROBERTA = [*tiny_model_flags("roberta"), "--max-positions", "64"]
 TINY_BART = tiny_model_flags("seq2seq")
 NO_DROPOUT = ["--dropout", "0", "--attention-dropout", "0", "--activation-dropout", "0", "--pooler-dropout", "0"]
+
+
+def _cpu_half_layer_norm() -> bool:
+    try:
+        torch.nn.functional.layer_norm(torch.ones(2, 4, dtype=torch.float16), (4,))
+    except RuntimeError:
+        return False
+    return True
+
+
+# Half-precision forwards of a whole model on the CPU: torch < 2 has no fp16 LayerNorm kernel there.
+needs_cpu_fp16 = pytest.mark.skipif(not _cpu_half_layer_norm(), reason=(
+    f"torch {torch.__version__} has no fp16 LayerNorm on the CPU ('LayerNormKernelImpl' not implemented for "
+    f"'Half'): the test needs a torch that has it (torch 2.x builds do)"))
 
 
 def run_fairseq(tool, args, check=True):
@@ -138,6 +153,17 @@ LONG_TESTS = {
         "test_grows_quadratically_in_eps", "test_normal_noise_gives_three_times_the_kl_of_uniform_noise",
     },
 }
+# End-to-end tests that also run in CI's job on the oldest supported toolchain (official fairseq 0.12.2, torch
+# 1.13, Python 3.10; `.ci/run`): one real run per family, selected there with -m "not slow or official".
+OFFICIAL_TESTS = {
+    "test_glue_recipes": {"test_tiny_runs_cover_methods_seeds_and_the_sweep",
+                          "test_results_table_and_figure_from_the_runs"},
+    "test_xnli": {"test_tiny_run_and_table_3"},
+    "test_summarization_pipeline": {"test_recipe_trains_with_r3f_then_generates_and_scores"},
+    "test_translation": {"test_bleu_over_methods_and_seeds"},
+    "test_hydra": {"test_glue_r3f_config_trains_with_r3f_under_fairseq_hydra_train"},
+    "test_export": {"test_logits_of_the_export_in_plain_fairseq_equal_the_originals"},
+}
 # A test of the fast tier that takes longer than this is named at the end of the run, to be listed above.
 FAST_TEST_BUDGET_S = 10.0
 
@@ -153,6 +179,8 @@ def pytest_collection_modifyitems(config, items):
         module = os.path.splitext(os.path.basename(str(item.fspath)))[0]
         if is_slow(module, item.originalname):
             item.add_marker(pytest.mark.slow)
+        if item.originalname in OFFICIAL_TESTS.get(module, ()):
+            item.add_marker(pytest.mark.official)
 
 
 _slow_unmarked = []

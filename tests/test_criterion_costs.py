@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from conftest import NO_DROPOUT, build_in_process, first_batch
+from conftest import NO_DROPOUT, build_in_process, first_batch, needs_cpu_fp16
 from fairseq_r3f.perturb import find_token_encoder
 
 
@@ -30,6 +30,7 @@ def test_encoder_passes_per_step(toy_task, flags, training, expected):
     assert encoder_forwards(model, criterion, first_batch(task)) == expected
 
 
+@needs_cpu_fp16
 def test_half_precision_rounding_is_measured_and_warned_about(toy_task, caplog):
     task, model, criterion = build_in_process(toy_task, *NO_DROPOUT, "--eps", "1e-5")
     model.half().train()

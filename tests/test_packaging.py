@@ -176,7 +176,8 @@ def test_the_test_tiers_name_tests_that_exist():
     modules = {name[:-3] for name in os.listdir(tests_dir) if name.startswith("test_") and name.endswith(".py")}
     assert set(conftest.END_TO_END_MODULES) <= modules, set(conftest.END_TO_END_MODULES) - modules
     assert set(conftest.IN_PROCESS_TESTS) <= set(conftest.END_TO_END_MODULES)
-    for module, names in [*conftest.IN_PROCESS_TESTS.items(), *conftest.LONG_TESTS.items()]:
+    for module, names in [*conftest.IN_PROCESS_TESTS.items(), *conftest.LONG_TESTS.items(),
+                          *conftest.OFFICIAL_TESTS.items()]:
         tree = ast.parse(open(os.path.join(tests_dir, module + ".py")).read())
         defined = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
         assert names <= defined, (module, names - defined)

@@ -4,7 +4,7 @@ in fp32, for RoBERTa and BART, and nothing is left patched afterwards."""
 import pytest
 import torch
 
-from conftest import NO_DROPOUT, build_in_process, first_batch
+from conftest import NO_DROPOUT, build_in_process, first_batch, needs_cpu_fp16
 from fairseq_r3f.perturb import (
     PerturbationStats,
     find_token_encoder,
@@ -76,6 +76,7 @@ def test_noise_distributions():
         sample_noise(like, "gauss", 1e-3)
 
 
+@needs_cpu_fp16
 def test_stats_count_how_much_noise_survives_half_precision(toy_task):
     """1e-5 noise on fp16 embeddings of magnitude ~0.1 mostly rounds away; the stats must say so."""
     task, model, _ = build_in_process(toy_task, *NO_DROPOUT)

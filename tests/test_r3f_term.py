@@ -115,7 +115,10 @@ def test_classification_loss_is_task_loss_plus_lambda_times_the_kl(toy_task, fix
     task_loss, kl = classification_reference(model, crit, batch, r3f_lambda)
     assert kl.item() > 0
     assert log["symm_kl"].item() == pytest.approx(kl.item(), rel=1e-5)
-    assert (loss - task_loss).item() == pytest.approx(r3f_lambda * kl.item(), rel=1e-4)
+    # loss - task_loss cancels two float32 sums many times larger: the difference is only as exact as their last bits
+    # (the task losses agree bit for bit on some torch builds, not on others)
+    rounding = 2 * torch.finfo(torch.float32).eps * task_loss.abs().item()
+    assert (loss - task_loss).item() == pytest.approx(r3f_lambda * kl.item(), rel=1e-4, abs=rounding)
 
 
 @pytest.mark.parametrize("r3f_lambda", [0.5, 3.0])
