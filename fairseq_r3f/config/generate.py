@@ -17,24 +17,28 @@ from typing import Dict, List, Tuple
 
 import yaml
 
+from fairseq_r3f.launch import SENTENCE_METHODS
 from fairseq_r3f.tools import read_table
 
 CONFIG_DIR = os.path.dirname(os.path.abspath(__file__))
 
 # The metric each GLUE task reports and is selected on comes from glue_tasks.tsv; these are the criterion flags
 # that make the criterion log it (as recipes/glue.sh passes them).
+def _method(name: str, text: str):
+    """(description, criterion, architecture) of a method, its criterion and head from the run layer's map."""
+    criterion, _, spectral_norm_head = SENTENCE_METHODS[name]
+    return text, criterion, "roberta_sn_large" if spectral_norm_head else "roberta_large"
+
+
 GLUE_METHODS = {
-    "stdpp": ("STD++: the paper's budget and optimiser with the plain cross-entropy", "sentence_prediction",
-              "roberta_large"),
-    "r3f": ("R3F: STD++ plus lambda x symmetric KL under noise", "sentence_prediction_r3f", "roberta_large"),
-    "r4f": ("R4F: R3F on a spectrally normalised classification head", "sentence_prediction_r3f",
-            "roberta_sn_large"),
+    "stdpp": _method("std++", "STD++: the paper's budget and optimiser with the plain cross-entropy"),
+    "r3f": _method("r3f", "R3F: STD++ plus lambda x symmetric KL under noise"),
+    "r4f": _method("r4f", "R4F: R3F on a spectrally normalised classification head"),
 }
 XNLI_METHODS = {
-    "std": ("the plain cross-entropy (the baseline)", "sentence_prediction", "roberta_large"),
-    "r3f": ("R3F: lambda x symmetric KL under noise", "sentence_prediction_r3f", "roberta_large"),
-    "r4f": ("R4F: R3F on a spectrally normalised classification head", "sentence_prediction_r3f",
-            "roberta_sn_large"),
+    "std": _method("std", "the plain cross-entropy (the baseline)"),
+    "r3f": _method("r3f", "R3F: lambda x symmetric KL under noise"),
+    "r4f": _method("r4f", "R4F: R3F on a spectrally normalised classification head"),
 }
 SUMMARIZATION_DATASETS = ("cnn_dm", "gigaword", "reddit_tifu")
 
