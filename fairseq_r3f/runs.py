@@ -26,6 +26,7 @@ import subprocess
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from fairseq_r3f.launch import SENTENCE_METHODS
 from fairseq_r3f.tools import USER_DIR
 
 IDENTITY_FILE = "identity.json"
@@ -38,14 +39,7 @@ LOG_FILE = "train.log"
 STATUSES = ("finished", "unfinished", "truncated", "failed", "foreign")
 
 # method -> (criterion, fairseq task or None for any, needs the plugin's spectrally normalised head)
-METHOD_NEEDS = {
-    "std": ("sentence_prediction", None, False),
-    "std++": ("sentence_prediction", None, False),
-    "r3f": ("sentence_prediction_r3f", None, False),
-    "r4f": ("sentence_prediction_r3f", None, True),
-    "smart": ("sentence_prediction_smart", None, False),
-    "freelb": ("sentence_prediction_freelb", "sentence_prediction_freelb", False),
-}
+METHOD_NEEDS = SENTENCE_METHODS  # the run layer's map (fairseq_r3f/launch.py), which the recipes plan with
 SUMMARIZATION_CRITERION = "label_smoothed_cross_entropy_r3f"
 # The plugin's models whose classification head is spectrally normalised (R4F).
 SN_MODELS = ("roberta_sn", "bart_sn")
