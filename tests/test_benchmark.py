@@ -1,5 +1,5 @@
-"""The cost benchmark counts the passes of Table 1 on a real (tiny) fairseq training step. Timings are
-printed, never asserted."""
+"""The cost benchmark counts the passes of Table 1 on a real (tiny) fairseq training step, for classification
+and for generation. Timings are printed, never asserted."""
 
 import json
 import os
@@ -19,12 +19,18 @@ def benchmark(*args):
                           cwd=REPO, env=ENV)
 
 
+def assert_no_profiler_lines(proc):
+    for stream in (proc.stdout, proc.stderr):
+        assert "USDT" not in stream and "SyncActivityProfilerHandler" not in stream and "profiler_start" not in stream
+
+
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
     plot = tmp_path_factory.mktemp("bench") / "cost.png"
     proc = benchmark("--size", "tiny", "--vocab", "64", "--seq-len", "16", "--batch-size", "4", "--repeats", "1",
                      "--device", "cpu", "--json", "--plot", str(plot))
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_no_profiler_lines(proc)
     return json.loads(proc.stdout), plot
 
 
@@ -74,3 +80,50 @@ def test_reports_device_ratios_memory_and_plot(result):
 def test_methods_must_start_with_std_and_be_known(methods):
     with pytest.raises(SystemExit, match="--methods must start with STD"):
         main(["--size", "tiny", "--methods", methods, "--plot", ""])
+    with pytest.raises(SystemExit, match="known for --task seq2seq: STD, R3F, R3F-autograd"):
+        main(["--task", "seq2seq", "--size", "tiny", "--methods", "STD,R4F", "--plot", ""])
+
+
+@pytest.fixture(scope="module")
+def seq2seq(tmp_path_factory):
+    proc = benchmark("--task", "seq2seq", "--size", "tiny", "--vocab", "64", "--seq-len", "16", "--tgt-len", "8",
+                     "--batch-size", "4", "--repeats", "1", "--device", "cpu", "--json", "--plot", "")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_no_profiler_lines(proc)
+    return json.loads(proc.stdout)
+
+
+def test_seq2seq_compares_std_r3f_fused_and_autograd_and_rdrop(seq2seq):
+    assert seq2seq["config"]["task"] == "seq2seq" and seq2seq["config"]["layers"] == 2
+    counted = {row["method"]: (row["fp"], row["bp"], row["bp_graphs"]) for row in seq2seq["methods"]}
+    # R-Drop runs one forward of 2B sentences, as R3F-batched does
+    assert counted == {"STD": (1, 1, 1), "R3F": (2, 1, 2), "R3F-autograd": (2, 1, 2), "R3F-batched": (1, 1, 1),
+                       "R-Drop": (1, 1, 1)}
+    rows = {row["method"]: row for row in seq2seq["methods"]}
+    assert rows["R3F"]["divergence"] == "fused" and rows["R3F-autograd"]["divergence"] == "autograd"
+    assert rows["R-Drop"]["criterion"] == "label_smoothed_cross_entropy_with_rdrop"
+    assert [row["arch"] for row in seq2seq["methods"]] == ["bart_base"] * 5
+    for row in seq2seq["methods"]:
+        assert row["ms_per_update"] > 0 and row["peak_mb"] > 0
+    # what the KL keeps for backward: the two logit tensors (fused), six fp32 tensors of their size (autograd)
+    memory = seq2seq["divergence_memory"]
+    assert memory["fused"]["kept_logit_tensors"] == pytest.approx(2.0, abs=0.01)
+    assert memory["autograd"]["kept_logit_tensors"] == pytest.approx(6.0, abs=0.01)
+    check = seq2seq["batched_r3f"]["check"]
+    assert check["loss_rel_diff"] < 1e-5 and check["grad_rel_diff"] < 1e-4 and check["symm_kl_sequential"] > 0
+    targets = seq2seq["targets"]
+    assert targets["fused KL keeps <= 2 logit tensors for backward"] is True
+    assert {"R3F time <= R-Drop time", "R3F peak memory <= R-Drop peak memory"} <= set(targets)
+    printed = table(seq2seq)
+    for name in rows:
+        assert name in printed
+    assert "BART 2 + 2 layers" in printed and "target R3F time <= 1.9x STD" in printed
+
+
+def test_the_table_run_prints_the_table_and_no_profiler_lines(tmp_path):
+    proc = benchmark("--size", "tiny", "--vocab", "64", "--seq-len", "8", "--batch-size", "2", "--repeats", "1",
+                     "--warmup", "0", "--device", "cpu", "--methods", "STD,R3F", "--plot", "")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_no_profiler_lines(proc)
+    assert proc.stdout.startswith("device: cpu")
+    assert "target R3F time <= 1.9x STD" in proc.stdout and "target R3F peak memory <= 1.2x STD" in proc.stdout

@@ -68,13 +68,13 @@ def test_squared_difference_is_the_symmetric_kl_of_unit_variance_gaussians():
 
 # -- the fused implementation against plain autograd on the same formula ------------------------------------------
 
-@pytest.mark.parametrize("chunk_rows", [None, 1, 4])
+@pytest.mark.parametrize("chunk_rows", [None, 2])
 @pytest.mark.parametrize("masked", [False, True])
 def test_fused_gradients_pass_gradcheck_in_float64(chunk_rows, masked):
     torch.manual_seed(0)
-    a = torch.randn(3, 5, 7, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(3, 5, 7, dtype=torch.float64, requires_grad=True)
-    mask = (torch.rand(3, 5) > 0.3) if masked else None
+    a = torch.randn(2, 3, 5, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(2, 3, 5, dtype=torch.float64, requires_grad=True)
+    mask = (torch.rand(2, 3) > 0.3) if masked else None
     assert torch.autograd.gradcheck(lambda x, y: symmetric_kl(x, y, mask, chunk_rows=chunk_rows), (a, b))
     # and equal to plain autograd's, value and gradients, in float64
     fused = symmetric_kl(a, b, mask, chunk_rows=chunk_rows)
@@ -90,13 +90,13 @@ def relative(x, reference):
 
 
 def test_fused_equals_plain_autograd_on_a_real_size_case_in_fp32():
-    # 450 target tokens of a batch over BART's 50k vocabulary, some padding, several chunks
+    # target tokens over BART's 50k vocabulary, some padding, three chunks
     torch.manual_seed(0)
-    rows, vocab = 450, 50265
+    rows, vocab = 64, 50265
     a = (3 * torch.randn(rows, vocab)).requires_grad_()
     b = (a.detach() + 0.1 * torch.randn(rows, vocab)).requires_grad_()
     mask = torch.rand(rows) > 0.1
-    fused = symmetric_kl(a, b, mask)
+    fused = symmetric_kl(a, b, mask, chunk_rows=24)
     assert fused.dtype == torch.float32
     fused_grads = torch.autograd.grad(fused, (a, b))
     plain = symmetric_kl_autograd(a, b, mask)
@@ -155,7 +155,7 @@ def test_fused_keeps_only_the_two_logit_tensors_for_backward():
             stack.extend(next_node for next_node, _ in node.next_functions)
         return total
 
-    assert saved_elements(symmetric_kl(a, b, mask)) <= 64  # the mask
+    assert saved_elements(symmetric_kl(a, b, mask)) <= 3 * 64  # the mask and two log-normalisers per row
     assert saved_elements(symmetric_kl_autograd(a, b, mask)) >= 6 * a.numel()
 
 
