@@ -14,10 +14,19 @@ written in test-set order to EVAL/test.hyp; an id with no hypothesis is an error
 ([ro_RO]) is removed. BLEU is sacrebleu's corpus BLEU of that detokenised text against the raw references
 (OUT/raw/test.TGT of preprocess/translation.py), printed with sacrebleu's signature, saved in EVAL/bleu.json.
 
-``--runs SAVE_ROOT`` scores the checkpoint_best.pt of every run folder recipes/translation.sh wrote under
-SAVE_ROOT (into RUN/bleu-test/; a run scored after its checkpoint was last written is not generated again)
-and writes SAVE_ROOT/bleu-test.md and .json: BLEU per method and configuration, mean and standard deviation
-over seeds, every seed's score.
+``--runs SAVE_ROOT`` scores the checkpoint_best.pt of every finished run recipes/translation.sh wrote under
+SAVE_ROOT for --config (into RUN/bleu-test/) and writes SAVE_ROOT/bleu-test.md and .json: BLEU per method and
+configuration, mean and standard deviation over seeds, every seed's score. What enters is what the GLUE tables
+take (python -m fairseq_r3f.evaluation.results): finished runs only; runs whose effective configurations differ
+(a flag after the config, another TINY_UPDATES) on separate lines named by the settings that differ; a run found
+twice scored once, with a warning; unfinished, truncated and planned-but-missing runs, and a finished run whose
+checkpoint_best.pt was deleted, named under the table, with n/N seeds on its line. Runs of other recipes (GLUE,
+summarization) or of another --config are skipped with a note and never written into.
+
+A run's RUN/bleu-test/bleu.json is reused only when it was computed under the same key: the checkpoint's
+fingerprint (size, modification time, inode and the sha256 of its first and last MB), the sha256 of
+--references, the tokenizer, the decoding settings and generate flags after ``--``, the subset, the batch size,
+the device, and the plugin's and fairseq's versions. Any change generates and scores again.
 """
 
 import argparse
@@ -25,7 +34,7 @@ import json
 import os
 import statistics
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from fairseq_r3f.evaluation import generation
 from fairseq_r3f.preprocess.files import DataError, read_lines
@@ -99,30 +108,73 @@ def generate(checkpoint: str, data_bin: str, settings: Dict[str, str], output_di
     return ordered
 
 
+def evaluation_key(args, settings: Dict[str, str], checkpoint: str, extra: Sequence[str]) -> Dict:
+    """Everything a BLEU score depends on (see generation.evaluation_key): a cached bleu.json is reused only
+    under the same key."""
+    import torch
+
+    return generation.evaluation_key(
+        checkpoint, args.references, subset=args.subset, batch_size=args.batch_size, settings=settings,
+        tokenize=settings["sacrebleu_tokenize"], generate_flags=list(extra),
+        device="cuda-fp16" if torch.cuda.is_available() else "cpu")
+
+
 def evaluate(args, settings: Dict[str, str], references: List[str], checkpoint: str, output_dir: str,
              extra: Sequence[str]) -> Dict:
+    key = evaluation_key(args, settings, checkpoint, extra)
     hypotheses = generate(checkpoint, args.data_bin, settings, output_dir, len(references), args.subset,
                           args.batch_size, extra)
     result = {"checkpoint": checkpoint, **score(hypotheses, references, settings["sacrebleu_tokenize"]),
-              "empty_hypotheses": sum(not h for h in hypotheses)}
+              "empty_hypotheses": sum(not h for h in hypotheses), "key": key}
     with open(os.path.join(output_dir, "bleu.json"), "w") as f:
         json.dump(result, f, indent=1)
     return result
 
 
-def find_runs(root: str, config: Optional[str]) -> List[str]:
-    runs = []
+def translation_configs() -> List[str]:
+    return list(read_table("translation.tsv")["arch"])[1:-1]
+
+
+def accepts(config: Optional[str]):
+    """Which run.json labels are translation runs of ``config`` (recipes/translation.sh): the others (GLUE,
+    summarization, another language pair) are foreign to the table and never written into."""
+    configs = translation_configs()
+
+    def accepted(label: Dict) -> bool:
+        return (label.get("recipe", "translation") == "translation" and label.get("dataset") in configs
+                and (config is None or label.get("dataset") == config))
+
+    return accepted
+
+
+def find_runs(root: str, config: Optional[str]) -> Tuple[List[Dict], List[str]]:
+    """Every run under ``root`` with run.json: (the translation runs of ``config``, each label with "folder",
+    "status", "reason", "configuration"; the folders of other runs)."""
+    from fairseq_r3f import runs
+
+    found, foreign = [], []
     for folder, _dirs, files in sorted(os.walk(root)):
-        if "run.json" in files and "checkpoint_best.pt" in files:
-            with open(os.path.join(folder, "run.json")) as f:
-                label = json.load(f)
-            if config is None or label.get("dataset", config) == config:
-                runs.append(folder)
-    return runs
+        if runs.LABEL_FILE not in files:
+            continue
+        try:
+            label = runs.read_json(os.path.join(folder, runs.LABEL_FILE))
+            status, reason = runs.run_status(folder, accepts(config))
+            ident = None if status == "foreign" else runs.run_identity(folder)
+        except runs.RunError as error:
+            raise EvaluationError(f"{folder}: {error}" if folder not in str(error) else str(error)) from None
+        if status == "foreign":
+            foreign.append(folder)
+            continue
+        if status == "finished" and not os.path.isfile(os.path.join(folder, "checkpoint_best.pt")):
+            status, reason = "no checkpoint", "finished, but checkpoint_best.pt is gone (deleted?): nothing to score"
+        found.append({**label, "task": label.get("dataset"), "folder": folder, "status": status, "reason": reason,
+                      "configuration": (ident or {}).get("configuration")})
+    return found, foreign
 
 
 def results_table(rows: List[Dict]) -> List[Dict]:
-    """One line per (method, config): mean and standard deviation of BLEU over seeds."""
+    """One line per (method, config): mean and standard deviation of BLEU over seeds (and, when rows say, how
+    many seeds were planned)."""
     groups: Dict = {}
     for row in rows:
         groups.setdefault((row["method"], row["config"]), []).append(row)
@@ -131,52 +183,99 @@ def results_table(rows: List[Dict]) -> List[Dict]:
     for method, config in sorted(groups, key=order):
         runs = sorted(groups[(method, config)], key=lambda r: r["seed"])
         scores = [r["bleu"] for r in runs]
+        planned = max((r.get("planned_seeds") or len(runs) for r in runs), default=len(runs))
         lines.append({"method": method, "config": config, "seeds": [r["seed"] for r in runs], "bleu": scores,
-                      "mean": statistics.mean(scores),
+                      "planned_seeds": max(planned, len(runs)), "mean": statistics.mean(scores),
                       "std": statistics.stdev(scores) if len(scores) > 1 else None})
     return lines
 
 
-def markdown(lines: List[Dict], signature: str) -> str:
+def markdown(lines: List[Dict], signature: str, left_out: Sequence[Dict] = (), warnings: Sequence[str] = ()) -> str:
     out = ["| method | configuration | seeds | BLEU mean | std | per seed |", "|---|---|---|---|---|---|"]
     for line in lines:
         std = "-" if line["std"] is None else f"{line['std']:.2f}"
         seeds = ", ".join(f"{s}: {b:.2f}" for s, b in zip(line["seeds"], line["bleu"]))
-        out.append(f"| {line['method']} | {line['config']} | {len(line['seeds'])} | {line['mean']:.2f} | {std} | "
-                   f"{seeds} |")
-    return "\n".join(out) + f"\n\nsacrebleu {signature}\n"
+        count = len(line["seeds"])
+        planned = line.get("planned_seeds", count)
+        out.append(f"| {line['method']} | {line['config']} | {count if planned == count else f'{count}/{planned}'} | "
+                   f"{line['mean']:.2f} | {std} | {seeds} |")
+    text = "\n".join(out) + f"\n\nsacrebleu {signature}\n"
+    if left_out:
+        text += f"\nNot in the table ({len(left_out)}):\n" + "".join(
+            f"{item['folder']}: {item['status']} ({item['reason']})\n" for item in left_out)
+    if warnings:
+        text += "\nWarnings:\n" + "".join(w + "\n" for w in warnings)
+    return text
 
 
 def score_runs(args, settings, references, extra) -> int:
-    runs = find_runs(args.runs, args.config)
-    if not runs:
-        raise EvaluationError(f"no run folders (run.json and checkpoint_best.pt) of {args.config} under {args.runs}")
+    """BLEU of every finished translation run of --config under --runs: runs of other recipes are skipped (a
+    note), unfinished or truncated ones and planned runs without a folder are named under the table, runs whose
+    configurations differ are on separate lines (named by the settings that differ), a run found twice is
+    scored once. A run's bleu.json is reused only under the same evaluation key."""
+    from fairseq_r3f.evaluation.results import ResultsError, cells, not_in_tables, planned_seeds, read_plans
+
+    every, foreign = find_runs(args.runs, args.config)
+    if foreign:
+        print(f"note: {len(foreign)} run(s) of other recipes or configurations are not in this table (nothing "
+              f"written into them): {foreign[:3]}", file=sys.stderr)
+    if not every:
+        raise EvaluationError(f"no run folders (run.json) of {args.config} under {args.runs}")
+    try:
+        planned = read_plans(args.runs)
+        scorable = [run for run in every if run["status"] == "finished" and run["configuration"] is not None]
+        grouped, warnings = cells(scorable)
+    except ResultsError as error:
+        raise EvaluationError(str(error)) from None
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    left_out = not_in_tables(every, planned) + [
+        {"folder": run["folder"], "status": "left out", "reason": "what ran is unknown (no identity.json and no "
+         "checkpoint_last.pt)"} for run in every if run["status"] == "finished" and run["configuration"] is None]
+    for item in left_out:
+        print(f"not in the table: {item['folder']}: {item['status']} ({item['reason']})", file=sys.stderr)
     rows = []
-    for run_dir in runs:
-        with open(os.path.join(run_dir, "run.json")) as f:
-            label = json.load(f)
-        output_dir = os.path.join(run_dir, f"bleu-{args.subset}")
-        cached = os.path.join(output_dir, "bleu.json")
-        checkpoint = os.path.join(run_dir, "checkpoint_best.pt")
-        if os.path.isfile(cached) and os.path.getmtime(cached) > os.path.getmtime(checkpoint):
-            with open(cached) as f:
-                result = json.load(f)
-        else:
-            result = evaluate(args, settings, references, checkpoint, output_dir, extra)
-        print(f"{run_dir}: BLEU {result['bleu']:.2f}", file=sys.stderr)
-        rows.append({"run": run_dir, "method": label.get("method"), "config": label.get("config"),
-                     "seed": label.get("seed"), "bleu": result["bleu"], "signature": result["signature"]})
+    for (_task, method, suffix), members in grouped.items():
+        by_config: Dict[str, List[Dict]] = {}
+        for run in members:
+            by_config.setdefault(run.get("config"), []).append(run)
+        for config, group in by_config.items():
+            entry = {"folders": [run["folder"] for run in group], "seeds": [run["seed"] for run in group]}
+            expected = planned_seeds(entry, group, every, planned)
+            for run in group:
+                rows.append(score_run(args, settings, references, extra, run, method,
+                                      config + (f", {suffix}" if suffix else ""), expected))
+    if not rows:
+        raise EvaluationError(f"none of the {len(every)} runs of {args.config} under {args.runs} is finished with a "
+                              f"checkpoint_best.pt; not in the table:\n" + "\n".join(
+                                  f"  {item['folder']}: {item['status']} ({item['reason']})" for item in left_out))
     signatures = sorted({row["signature"] for row in rows})
     lines = results_table(rows)
-    text = markdown(lines, " / ".join(signatures))
+    text = markdown(lines, " / ".join(signatures), left_out, warnings)
     base = os.path.join(args.runs, f"bleu-{args.subset}")
     with open(base + ".json", "w") as f:
         json.dump({"config": args.config, "subset": args.subset, "signature": signatures, "table": lines,
-                   "runs": rows}, f, indent=1)
+                   "runs": rows, "not_in_table": [{k: v for k, v in item.items() if k != "run"} for item in left_out],
+                   "warnings": warnings}, f, indent=1)
     with open(base + ".md", "w") as f:
         f.write(text)
     print(text, end="")
     return 0
+
+
+def score_run(args, settings, references, extra, run: Dict, method: str, config: str, planned_seeds: int) -> Dict:
+    output_dir = os.path.join(run["folder"], f"bleu-{args.subset}")
+    checkpoint = os.path.join(run["folder"], "checkpoint_best.pt")
+    result = generation.cached_result(os.path.join(output_dir, "bleu.json"),
+                                      evaluation_key(args, settings, checkpoint, extra))
+    if result is None:
+        result = evaluate(args, settings, references, checkpoint, output_dir, extra)
+        print(f"{run['folder']}: BLEU {result['bleu']:.2f}", file=sys.stderr)
+    else:
+        print(f"{run['folder']}: BLEU {result['bleu']:.2f} (bleu.json of the same checkpoint, references and "
+              f"settings)", file=sys.stderr)
+    return {"run": run["folder"], "method": method, "config": config, "seed": run.get("seed"),
+            "bleu": result["bleu"], "signature": result["signature"], "planned_seeds": planned_seeds}
 
 
 def main(argv=None) -> int:

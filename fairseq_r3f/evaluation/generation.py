@@ -6,10 +6,13 @@ BPE removal, ``D-<id>`` lines detokenised), batch by batch, so sentences come ou
 hypothesis belongs to the reference of its sample id, and only the first line of each id is its rank-1 output.
 """
 
+import hashlib
+import json
+import os
 import shlex
 import subprocess
 import sys
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 
 class GenerationError(RuntimeError):
@@ -64,3 +67,60 @@ def generate(command: Sequence[str], log_path: str, expected: int, prefix: str,
         raise GenerationError(f"fairseq-generate wrote hypotheses for {len(hypotheses)} sample ids, the references "
                               f"have {expected} (first ids without one: {missing[:5]}); see {log_path}")
     return [hypotheses[i] for i in range(expected)]
+
+
+# -- the key of a cached evaluation -------------------------------------------------------------------------------
+#
+# A score saved next to a run is reused only while everything it was computed from is unchanged: the checkpoint,
+# the references, every setting of generation and scoring, and the versions of the plugin and fairseq. A date
+# (a score newer than its checkpoint) says none of that.
+
+_EDGE = 1 << 20  # how much of each end of a checkpoint enters its fingerprint
+
+
+def checkpoint_fingerprint(path: str) -> Dict:
+    """A checkpoint's identity without reading all of it: size, modification time (ns), inode, and the sha256 of
+    its first and last MB. Saving a checkpoint writes a new file (new inode and time) and torch's format ends
+    with the tensors' data, so a changed checkpoint changes the fingerprint; copying one keeps only its bytes'
+    part, and a copy is scored again."""
+    info = os.stat(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        digest.update(f.read(_EDGE))
+        if info.st_size > 2 * _EDGE:
+            f.seek(-_EDGE, os.SEEK_END)
+            digest.update(f.read(_EDGE))
+        else:
+            digest.update(f.read())
+    return {"size": info.st_size, "mtime_ns": info.st_mtime_ns, "inode": info.st_ino, "sha256_ends": digest.hexdigest()}
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def evaluation_key(checkpoint: str, references: str, **settings) -> Dict:
+    """The key a cached score is valid for: the checkpoint's fingerprint, the references' sha256, ``settings``
+    (tokenizer, generate flags, subset, ...) and the plugin's and fairseq's versions."""
+    import fairseq
+
+    import fairseq_r3f
+
+    return json.loads(json.dumps({
+        "checkpoint": checkpoint_fingerprint(checkpoint), "references": file_sha256(references),
+        "fairseq_r3f": fairseq_r3f.__version__, "fairseq": fairseq.__version__, **settings}, sort_keys=True))
+
+
+def cached_result(path: str, key: Dict) -> Optional[Dict]:
+    """The result saved in ``path`` when it was computed under ``key``; None otherwise (absent, damaged, or any
+    part of the key changed)."""
+    try:
+        with open(path) as f:
+            result = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return None
+    return result if isinstance(result, dict) and result.get("key") == key else None

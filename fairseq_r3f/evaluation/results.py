@@ -393,6 +393,8 @@ def cells(runs: List[Dict]) -> Tuple[Dict[Tuple[str, str, str], List[Dict]], Lis
             if identity_key in seen:
                 warnings.append(f"{run['folder']} is the same run as {seen[identity_key]['folder']} (same "
                                 f"configuration and seed {run['seed']}): counted once")
+                copies = seen[identity_key].setdefault("copies", [])
+                copies += [run["folder"]] if run["folder"] not in copies else []
                 continue
             seen[identity_key] = run
             base = {k: v for k, v in run["configuration"].items() if k not in swept}
@@ -468,8 +470,8 @@ def planned_seeds(entry: Dict, members: List[Dict], every_run: List[Dict], plann
     """How many seeds the configuration shown was planned with: the seeds of its plan entries (the sweep folders
     and configuration names of its runs) and of the runs found there that did not finish (when what they ran is
     unknown or is this configuration), with the seeds that have results."""
-    slots = {(_sweep_folder(folder), run.get("config")) for folder in entry["folders"]
-             for run in members if run["folder"] == folder}
+    slots = {(_sweep_folder(folder), run.get("config")) for run in members if run["folder"] in entry["folders"]
+             for folder in [run["folder"], *run.get("copies", [])]}
     configuration = next(run["configuration"] for run in members if run["folder"] == entry["folders"][0])
     swept = set(swept_keys(members[0]))
     same = {k: v for k, v in configuration.items() if k not in swept}
@@ -702,7 +704,9 @@ def split_dev(data: str, subset: str = "valid", seed: int = 0) -> Dict[str, int]
     if os.path.exists(text_labels):
         with open(text_labels, encoding="utf-8") as f:
             labels = f.read().splitlines()
-    sizes = {folder: len(d) for folder, d in datasets.items()} | ({"label text": len(labels)} if labels else {})
+    sizes = {folder: len(d) for folder, d in datasets.items()}
+    if labels:
+        sizes["label text"] = len(labels)
     if len(set(sizes.values())) != 1:
         raise ResultsError(f"{data}: the {subset} files disagree in length: {sizes}")
     n = len(datasets["input0"])
