@@ -97,6 +97,23 @@ def test_generation_with_the_checkpoints_positions_rank_one_by_sample_id_and_qui
         assert noise not in terminal, noise
 
 
+def test_a_saved_score_is_reused_only_for_the_same_checkpoint_references_and_flags(model, tmp_path):
+    flags = ["--", "--beam", "2", "--min-len", "1", "--max-len-b", "10"]
+    first = rouge(model, tmp_path, *flags)
+    assert "generate: 100%" in first.stderr
+    again = rouge(model, tmp_path, *flags)
+    assert "not generated again" in again.stdout and "generate:" not in again.stderr
+    assert again.stdout.splitlines()[:3] == first.stdout.splitlines()[:3]  # the same table
+    # the references are now the hypotheses themselves: a rescored 100, not the saved score
+    own = tmp_path / "own.target"
+    own.write_text((tmp_path / "test.hypo").read_text())
+    rescored = rouge(model, tmp_path, *flags, references=own)
+    assert "not generated again" not in rescored.stdout
+    assert json.loads((tmp_path / "rouge.json").read_text())["rouge1"] == 100.0
+    other_flags = rouge(model, tmp_path, "--", "--beam", "1", "--min-len", "1", "--max-len-b", "10", references=own)
+    assert "not generated again" not in other_flags.stdout and "generate: 100%" in other_flags.stderr
+
+
 def test_references_must_have_one_document_per_test_example(model, tmp_path):
     lines = (model["out"] / "raw" / "test.target").read_text().splitlines()
     short = tmp_path / "short.target"

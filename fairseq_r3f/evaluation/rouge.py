@@ -15,6 +15,12 @@ scores an existing file (line i against reference line i) instead of generating.
 by default from the table: CNN/DM and Reddit TIFU) puts one sentence per line on both sides first (NLTK's
 Punkt when its data is installed, else a punctuation rule; the table says which).
 
+A generated score is saved in EVAL/rouge.json with the key of everything it depends on (the checkpoint's
+fingerprint: size, modification time, inode and the sha256 of its first and last MB; the sha256 of the
+references, of the binarised test source and of the BPE files; the decoding settings and the flags after
+``--``; the batch size, the device, ROUGE-Lsum and its splitter; the plugin's, fairseq's and rouge-score's
+versions): the same command again prints that score without generating; any change generates and scores again.
+
 fairseq-generate's whole output (its configuration dump and log lines included) goes to
 EVAL/generate-test.txt; the terminal shows progress bars for generation and scoring, and the table.
 
@@ -202,6 +208,26 @@ def generate(args, settings: Dict[str, str], extra: List[str], n_documents: int)
     return hypo_path
 
 
+def evaluation_key(args, settings: Dict[str, str], extra: Sequence[str], lsum: bool) -> Dict:
+    """Everything a generated ROUGE score depends on (see generation.evaluation_key): the checkpoint, the
+    references, the binarised test source, the GPT-2 BPE files, the decoding settings and generate flags, the
+    batch size, the device, ROUGE-Lsum and its sentence splitter, and the versions; rouge.json is reused only
+    under the same key."""
+    import importlib.metadata
+
+    import torch
+
+    source = os.path.join(args.data_bin, f"{args.subset}.source-target.source")
+    return generation.evaluation_key(
+        args.checkpoint, args.references, dataset=args.dataset, settings=settings, subset=args.subset,
+        generate_flags=list(extra), batch_size=args.batch_size,
+        device="cuda-fp16" if torch.cuda.is_available() else "cpu",
+        data={ext: generation.file_sha256(f"{source}.{ext}") for ext in ("bin", "idx")},
+        bpe=[generation.file_sha256(args.encoder_json), generation.file_sha256(args.vocab_bpe)],
+        rouge_lsum=lsum, sentence_splitter=sentence_splitter()[0] if lsum else None,
+        rouge_score=importlib.metadata.version("rouge-score"))
+
+
 def table(results: Dict[str, float], dataset: str, n: int, splitter: Optional[str]) -> str:
     names = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum"}
     header = "| dataset | documents | " + " | ".join(names[k] for k in results) + " |"
@@ -254,11 +280,20 @@ def main(argv=None) -> int:
     elif not os.path.isfile(args.hypotheses):
         parser.error(f"--hypotheses {args.hypotheses} does not exist")
     generated = args.hypotheses is None
+    lsum = (args.rouge_lsum or settings.get("rouge_lsum")) == "yes"
     try:
         references = read_lines(args.references)
         if not references:
             raise DataError(f"--references {args.references} is empty: nothing to score against")
         os.makedirs(args.output_dir, exist_ok=True)
+        key = evaluation_key(args, settings, extra, lsum) if generated else None
+        cached = generation.cached_result(os.path.join(args.output_dir, "rouge.json"), key) if generated else None
+        if cached is not None:
+            results = {name: cached[name] for name in ROUGE_TYPES + ("rougeLsum",) if name in cached}
+            print(table(results, args.dataset, cached["documents"], cached["sentence_splitter"]))
+            print(f"note: {args.output_dir}/rouge.json was computed from the same checkpoint, references, data and "
+                  f"settings: not generated again")
+            return 0
         if generated:
             n_documents = subset_size(args.data_bin, args.subset)
             if len(references) != n_documents:
@@ -275,7 +310,6 @@ def main(argv=None) -> int:
               f"they must align line by line", file=sys.stderr)
         return 1
 
-    lsum = (args.rouge_lsum or settings.get("rouge_lsum")) == "yes"
     results = score(hypotheses, references, lsum=lsum, workers=args.workers)
     splitter = sentence_splitter()[0] if lsum else None
     empty = {"empty_hypotheses": sum(not h.strip() for h in hypotheses),
@@ -283,7 +317,7 @@ def main(argv=None) -> int:
     ranks = nbest(extra) if generated else 1
     with open(os.path.join(args.output_dir, "rouge.json"), "w") as f:
         json.dump({"dataset": args.dataset, "documents": len(references), "sentence_splitter": splitter,
-                   "nbest_generated": ranks, "scored_rank": 1, **empty, **results}, f, indent=1)
+                   "nbest_generated": ranks, "scored_rank": 1, **empty, **results, "key": key}, f, indent=1)
     print(table(results, args.dataset, len(references), splitter))
     if ranks > 1:
         print(f"note: generated the {ranks} best hypotheses per document (all in the generation log); scored the "
