@@ -319,8 +319,10 @@ def run_update(setup, sample, step, runs: Optional[BackwardRuns] = None):
     optimizer.step()
 
 
-# torch's profiler (Kineto) writes a line to stderr at each start and stop, from C++: it goes to a log file
-PROFILER_LINE = re.compile(r"USDT|SyncActivityProfilerHandler|profiler_st(art|op)|^\s*$")
+# torch's profiler (Kineto) writes lines to stderr at each start and stop, from C++ ("USDT:<date> <pid>:<tid>
+# SyncActivityProfilerHandler.cpp:52] profiler_start" in torch 2, "STAGE:<date> ... ActivityProfilerController.cpp
+# :294] Completed Stage: Warm Up" in torch 1.13): they go to a log file
+PROFILER_LINE = re.compile(r"^[A-Z]+:\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \d+:\d+ \w+\.cpp:\d+\]|^\s*$")
 
 
 @contextlib.contextmanager
@@ -428,6 +430,9 @@ def divergence_memory(rows: int, vocab: int, dtype, device, log_path: str) -> Di
         result[name] = {"kept_logit_tensors": kept / logit_bytes, "peak_logit_tensors": peak / logit_bytes,
                         "kept_mb": kept / 2**20, "peak_mb": peak / 2**20}
     result["logit_tensor_mb"] = logit_bytes / 2**20
+    # beside the logits, the fused KL keeps a few numbers per row (the mask, two log-normalisers): 16 bytes
+    # per row at most, nothing at a real vocabulary, 6% of a logit tensor at a toy one of 64 words
+    result["per_row_allowance_logit_tensors"] = 16 * rows / logit_bytes
     return result
 
 
@@ -604,9 +609,8 @@ def targets(task: str, by_name: Dict[str, dict], result: dict) -> Dict[str, bool
     checks.update({
         f"R3F time <= {limit}x STD{at}": r3f["time_ratio"] <= limit,
         f"R3F cpu time <= {limit}x STD{at}": r3f["cpu_time_ratio"] <= limit,
-        # the mask and the scalar result come on top: a few bytes per target token
-        f"fused KL keeps <= {tensors:g} logit tensors for backward":
-            result["divergence_memory"]["fused"]["kept_logit_tensors"] <= tensors + 0.01,
+        f"fused KL keeps <= {tensors:g} logit tensors for backward": result["divergence_memory"]["fused"][
+            "kept_logit_tensors"] <= tensors + result["divergence_memory"]["per_row_allowance_logit_tensors"],
     })
     if "R-Drop" in by_name:
         rdrop = by_name["R-Drop"]

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from conftest import REPO
-from fairseq_r3f.benchmark import main, table
+from fairseq_r3f.benchmark import main, rdrop_available, table
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -96,24 +96,28 @@ def seq2seq(tmp_path_factory):
 def test_seq2seq_compares_std_r3f_fused_and_autograd_and_rdrop(seq2seq):
     assert seq2seq["config"]["task"] == "seq2seq" and seq2seq["config"]["layers"] == 2
     counted = {row["method"]: (row["fp"], row["bp"], row["bp_graphs"]) for row in seq2seq["methods"]}
-    # R-Drop runs one forward of 2B sentences, as R3F-batched does
-    assert counted == {"STD": (1, 1, 1), "R3F": (2, 1, 2), "R3F-autograd": (2, 1, 2), "R3F-batched": (1, 1, 1),
-                       "R-Drop": (1, 1, 1)}
+    expected = {"STD": (1, 1, 1), "R3F": (2, 1, 2), "R3F-autograd": (2, 1, 2), "R3F-batched": (1, 1, 1)}
+    if rdrop_available():  # fairseq 0.12.2 has no R-Drop criterion; the later ones do
+        expected["R-Drop"] = (1, 1, 1)  # one forward of 2B sentences, as R3F-batched
+    else:
+        assert seq2seq["rdrop"] == "not measured: this fairseq has no label_smoothed_cross_entropy_with_rdrop"
+    assert counted == expected
     rows = {row["method"]: row for row in seq2seq["methods"]}
     assert rows["R3F"]["divergence"] == "fused" and rows["R3F-autograd"]["divergence"] == "autograd"
-    assert rows["R-Drop"]["criterion"] == "label_smoothed_cross_entropy_with_rdrop"
-    assert [row["arch"] for row in seq2seq["methods"]] == ["bart_base"] * 5
+    if rdrop_available():
+        assert rows["R-Drop"]["criterion"] == "label_smoothed_cross_entropy_with_rdrop"
+        assert {"R3F time <= R-Drop time", "R3F peak memory <= R-Drop peak memory"} <= set(seq2seq["targets"])
+    assert [row["arch"] for row in seq2seq["methods"]] == ["bart_base"] * len(expected)
     for row in seq2seq["methods"]:
         assert row["ms_per_update"] > 0 and row["peak_mb"] > 0
     # what the KL keeps for backward: the two logit tensors (fused), six fp32 tensors of their size (autograd)
     memory = seq2seq["divergence_memory"]
-    assert memory["fused"]["kept_logit_tensors"] == pytest.approx(2.0, abs=0.01)
+    # plus a few numbers per row (mask, log-normalisers): 3.5% of a logit tensor at this toy vocabulary of 64
+    assert memory["fused"]["kept_logit_tensors"] == pytest.approx(2.0, abs=0.05)
     assert memory["autograd"]["kept_logit_tensors"] == pytest.approx(6.0, abs=0.01)
     check = seq2seq["batched_r3f"]["check"]
     assert check["loss_rel_diff"] < 1e-5 and check["grad_rel_diff"] < 1e-4 and check["symm_kl_sequential"] > 0
-    targets = seq2seq["targets"]
-    assert targets["fused KL keeps <= 2 logit tensors for backward"] is True
-    assert {"R3F time <= R-Drop time", "R3F peak memory <= R-Drop peak memory"} <= set(targets)
+    assert seq2seq["targets"]["fused KL keeps <= 2 logit tensors for backward"] is True
     printed = table(seq2seq)
     for name in rows:
         assert name in printed

@@ -101,13 +101,14 @@ def test_fused_equals_plain_autograd_on_a_real_size_case_in_fp32():
     fused_grads = torch.autograd.grad(fused, (a, b))
     plain = symmetric_kl_autograd(a, b, mask)
     plain_grads = torch.autograd.grad(plain, (a, b))
-    assert abs(fused.item() - plain.item()) <= 1e-6 * plain.item()
-    # the gradients against the exact ones (float64): plain autograd's own fp32 rounding is 2e-6 here, so the
-    # fused gradients are compared with the truth, and with plain autograd's error
+    # against the exact values (float64): plain autograd's own fp32 rounding is 1e-6 to 3e-6 here (2.5e-6 for
+    # the value on torch 1.13), so the fused values are held to 1e-6 of the truth, and to plain autograd's
+    # values up to plain autograd's own error
     a64, b64 = a.detach().double().requires_grad_(), b.detach().double().requires_grad_()
     exact = symmetric_kl_autograd(a64, b64, mask)
     exact_grads = torch.autograd.grad(exact, (a64, b64))
     assert abs(fused.item() - exact.item()) <= 1e-6 * exact.item()
+    assert abs(fused.item() - plain.item()) <= 1e-6 * exact.item() + abs(plain.item() - exact.item())
     for g_fused, g_plain, g_exact in zip(fused_grads, plain_grads, exact_grads):
         assert relative(g_fused, g_exact) <= 1e-6
         assert relative(g_fused, g_exact) <= relative(g_plain, g_exact)
