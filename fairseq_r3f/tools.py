@@ -12,7 +12,6 @@ import os
 import shlex
 import subprocess
 import sys
-from importlib import resources
 from typing import Dict, Iterator, List, Optional, Sequence
 
 # The package folder: what fairseq's --user-dir takes.
@@ -92,10 +91,11 @@ def quiet_fairseq_import() -> Iterator[None]:
 
 def hparams_path(name: str) -> str:
     """The path of a shipped table (``glue.tsv``, ``glue_tasks.tsv``, ``xnli.tsv``, ``summarization.tsv``)."""
-    path = resources.files("fairseq_r3f").joinpath("hparams", name)
-    if not path.is_file():
+    # the package's own folder (importlib.resources.files is Python >= 3.9; the package is always plain files)
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hparams", name)
+    if not os.path.isfile(path):
         raise FileNotFoundError(f"fairseq_r3f ships no hyper-parameter table {name!r} (in fairseq_r3f/hparams)")
-    return str(path)
+    return path
 
 
 def tiny_model_flags(family: str) -> List[str]:

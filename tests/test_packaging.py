@@ -18,7 +18,7 @@ from fairseq_r3f.toy_data import write_toy_task
 from fairseq_r3f.tools import fairseq_command, read_table
 
 # What a source distribution holds: the build must need nothing else from the checkout.
-SOURCES = ("pyproject.toml", "README.md", "LICENSE", "fairseq_r3f", "hydra_plugins")
+SOURCES = ("pyproject.toml", "setup.py", "README.md", "LICENSE", "fairseq_r3f", "hydra_plugins")
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,8 @@ def version_in_the_source():
 def test_the_version_is_written_once():
     with open(os.path.join(REPO, "pyproject.toml")) as f:
         pyproject = f.read()
-    assert 'dynamic = ["version"]' in pyproject and 'attr = "fairseq_r3f.__version__"' in pyproject
+    # the licence is dynamic too: setup.py writes it in the form the installed setuptools knows
+    assert 'dynamic = ["version", "license"]' in pyproject and 'attr = "fairseq_r3f.__version__"' in pyproject
     assert importlib.metadata.version("fairseq-r3f") == version_in_the_source()
 
 

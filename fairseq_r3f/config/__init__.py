@@ -9,7 +9,7 @@ The files are written from the hyper-parameter tables in ``fairseq_r3f/hparams``
 ``python -m fairseq_r3f.config.generate`` (the same values the recipes use); edit the tables, not the YAML.
 """
 
-from importlib import resources
+import os
 
 # The folder that holds glue/, xnli/ and summarization/ (for fairseq-hydra-train --config-dir).
-CONFIG_DIR = str(resources.files(__name__))
+CONFIG_DIR = os.path.dirname(os.path.abspath(__file__))

@@ -113,7 +113,7 @@ def load_encoder_weights(model: nn.Module, path: str) -> None:
     try:
         model.upgrade_state_dict(weights)  # old key names of published checkpoints (decoder -> encoder)
         missing, unexpected = nn.Module.load_state_dict(model, weights, strict=False)
-    except RuntimeError as error:  # tensors of other shapes
+    except (RuntimeError, KeyError) as error:  # tensors of other shapes (fairseq 0.12.2's upgrade: a KeyError)
         raise ValueError(f"--probe-checkpoint {path} does not fit the model built from --arch and its size "
                          f"flags ({str(error)[:500]}); pass the architecture flags it was trained with") from error
     finally:
