@@ -40,6 +40,43 @@ needs_cpu_fp16 = pytest.mark.skipif(not _cpu_half_layer_norm(), reason=(
     f"'Half'): the test needs a torch that has it (torch 2.x builds do)"))
 
 
+def _loads_weights_only_by_default() -> bool:
+    import fractions
+    import io
+
+    buffer = io.BytesIO()
+    torch.save({"x": fractions.Fraction(1, 3)}, buffer)  # a class no allow-list holds
+    buffer.seek(0)
+    try:
+        torch.load(buffer)
+    except Exception:
+        return True
+    return False
+
+
+# torch.load's weights-only default (torch >= 2.6): older torch loads any pickle, so there is no safety to keep on.
+needs_weights_only_default = pytest.mark.skipif(not _loads_weights_only_by_default(), reason=(
+    f"torch {torch.__version__} loads checkpoints with weights_only=False by default: no weights-only safety to "
+    f"test (it is the default from torch 2.6)"))
+needs_unsafe_globals_scan = pytest.mark.skipif(
+    not hasattr(torch.serialization, "get_unsafe_globals_in_checkpoint"),
+    reason=f"torch {torch.__version__} has no torch.serialization.get_unsafe_globals_in_checkpoint (torch >= 2.5)")
+
+
+# fairseq 0.12.2's encoder layers hold BetterTransformer copies of their weights as parameters of the layer itself
+# (layers.N.in_proj_weight: q/k/v concatenated; out_proj_*, fc1_*, fc2_*). Training never uses them, and loading
+# a checkpoint re-derives them from the real weights: a resumed model has them filled, an uninterrupted one still
+# has their zero initialisation. Comparisons of models leave them out (and say so); later fairseqs have none.
+BETTER_TRANSFORMER_COPIES = {f"{name}_{kind}" for name in ("in_proj", "out_proj", "fc1", "fc2")
+                             for kind in ("weight", "bias")}
+
+
+def real_weights(state):
+    """(the tensors of a model state dict without fairseq 0.12.2's BetterTransformer copies, the names left out)."""
+    left_out = sorted(k for k in state if k.rsplit(".", 1)[-1] in BETTER_TRANSFORMER_COPIES)
+    return {k: v for k, v in state.items() if k not in left_out}, left_out
+
+
 def run_fairseq(tool, args, check=True):
     """Runs fairseq-<tool> with the plugin; returns (completed process, json log records by tag)."""
     proc = subprocess.run(

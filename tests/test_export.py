@@ -31,7 +31,8 @@ if sys.argv[1] == "--allow-namespace":  # what BART needs from plain fairseq on 
     import argparse
     import torch
 
-    torch.serialization.add_safe_globals([argparse.Namespace])
+    if hasattr(torch.serialization, "add_safe_globals"):  # older torch has no allow-list and loads it anyway
+        torch.serialization.add_safe_globals([argparse.Namespace])
     del sys.argv[1]
 command, args = sys.argv[1], sys.argv[2:]
 if command == "logits":
