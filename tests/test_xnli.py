@@ -5,6 +5,7 @@ per-language table of fairseq_r3f.evaluation.results for the trained checkpoint.
 import json
 import os
 import random
+import shutil
 import subprocess
 
 import pytest
@@ -166,6 +167,34 @@ def test_tiny_run_and_table_3(xnli, tmp_path):
     assert float(cells[-1].rstrip(" |")) == pytest.approx(sum(scores.values()) / 15, abs=0.051)
     possible = [round(100 * k / PER_LANGUAGE, 1) for k in range(PER_LANGUAGE + 1)]
     assert all(min(abs(v - p) for p in possible) < 0.051 for v in scores.values())
+
+    # --runs: the finished runs of a SAVE_ROOT (a GLUE run beside them skipped with a note, a killed copy named),
+    # each run's scores kept under the key of its checkpoint, data and settings
+    glue = save / "RTE" / "std" / "default" / "seed1"
+    glue.mkdir(parents=True)
+    (glue / "run.json").write_text(json.dumps({"task": "RTE", "method": "std", "config": "default", "seed": 1}))
+    killed = save / "r4f" / "lambda1_uniform" / "seed2"  # killed before its first checkpoint
+    killed.mkdir()
+    (killed / "run.json").write_text(json.dumps({**json.load(open(run_dir / "run.json")), "seed": 2}))
+    shutil.copy(run_dir / "train.log", killed / "train.log")
+
+    def table_of_runs():
+        proc = subprocess.run(
+            [PYTHON, "-m", "fairseq_r3f.evaluation.results", "xnli", "--data", xnli["bin"], "--runs", str(save),
+             "--cpu", "--batch-size", "4"], capture_output=True, text=True, cwd=REPO, env=env())
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc
+
+    proc = table_of_runs()
+    assert "note: 1 run(s) of other tasks or recipes are not in these tables" in proc.stderr
+    rows = {line.split(" | ")[0][2:]: line for line in proc.stdout.splitlines() if line.startswith("| ")}
+    assert rows["R4F lambda1_uniform seed 1"].split(" | ")[1:] == lines[1].split(" | ")[1:]
+    assert "R4F lambda1_uniform: mean of 1/2 seeds" in rows
+    assert f"Not in the table: {killed}: unfinished (no done file" in proc.stdout
+    assert (run_dir / "xnli-test" / "xnli.json").exists() and not (glue / "xnli-test").exists()
+    again = table_of_runs()
+    assert "1 checkpoint(s) scored before on the same data and settings" in again.stderr
+    assert again.stdout == proc.stdout
 
 
 def test_languages_take_commas_or_spaces_and_std_sweeps_as_many_configurations(xnli, tmp_path):

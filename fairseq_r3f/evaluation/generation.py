@@ -103,15 +103,16 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def evaluation_key(checkpoint: str, references: str, **settings) -> Dict:
-    """The key a cached score is valid for: the checkpoint's fingerprint, the references' sha256, ``settings``
-    (tokenizer, generate flags, subset, ...) and the plugin's and fairseq's versions."""
+def evaluation_key(checkpoint: str, references: Optional[str], **settings) -> Dict:
+    """The key a cached score is valid for: the checkpoint's fingerprint, the references' sha256 (None: the
+    references are among ``settings``), ``settings`` (tokenizer, generate flags, subset, ...) and the plugin's and
+    fairseq's versions."""
     import fairseq
 
     import fairseq_r3f
 
     return json.loads(json.dumps({
-        "checkpoint": checkpoint_fingerprint(checkpoint), "references": file_sha256(references),
+        "checkpoint": checkpoint_fingerprint(checkpoint), "references": references and file_sha256(references),
         "fairseq_r3f": fairseq_r3f.__version__, "fairseq": fairseq.__version__, **settings}, sort_keys=True))
 
 

@@ -3,6 +3,7 @@
     python -m fairseq_r3f.evaluation.results glue RUNS_DIR [--out OUT_DIR] [--select-on-half {first,second}]
     python -m fairseq_r3f.evaluation.results split-dev DATA_BIN [--subset valid]
     python -m fairseq_r3f.evaluation.results xnli --data XNLI_BIN --checkpoint CKPT [--checkpoint CKPT ...]
+    python -m fairseq_r3f.evaluation.results xnli --data XNLI_BIN --runs SAVE_ROOT
 
 glue
     Reads every run folder under RUNS_DIR written by recipes/glue.sh: run.json (the recipe's label), train.log
@@ -57,9 +58,17 @@ split-dev
 xnli
     Runs fairseq-validate on each checkpoint over the per-language subsets of preprocess/xnli.py (every example
     scored) and prints accuracy per language and the average in Table 3's layout, with the mean over
-    checkpoints (the paper averages 5 runs) when several are given. ``--languages`` takes commas or spaces
-    (``en,fr`` or ``"en fr"``). A progress bar per checkpoint goes to stderr; fairseq-validate's own output goes
-    to a log file in --out (a temporary folder without --out), named in the error when it fails.
+    checkpoints (the paper averages 5 runs) when several are given. ``--runs SAVE_ROOT`` takes the
+    checkpoint_best.pt of every finished run of recipes/xnli.sh under SAVE_ROOT instead, under the rules of the
+    GLUE tables (only finished runs; cells by effective configuration; a run found twice once; the runs not in
+    the table named under it; n/N seeds on each configuration's mean; runs of other recipes skipped with a
+    note), and keeps each run's scores in RUN/xnli-SPLIT/xnli.json. A checkpoint given with --checkpoint whose
+    run folder is not finished is named in a note. Scores are reused (with --out for --checkpoint) only under
+    the same key: the checkpoint's fingerprint (size, modification time, inode, sha256 of its first and last
+    MB), the sha256 of every file of the subsets, the batch size, the device and the versions.
+    ``--languages`` takes commas or spaces (``en,fr`` or ``"en fr"``). A progress bar per checkpoint goes to
+    stderr; fairseq-validate's own output goes to a log file in --out (a temporary folder without --out), named
+    in the error when it fails.
 """
 
 import argparse
@@ -310,7 +319,8 @@ def collect_runs(root: str, half: Optional[str] = None, accepts=is_glue) -> List
             f"method, or correct run.json (python -m fairseq_r3f.runs identify RUN_DIR shows what ran):\n"
             + "\n".join(mislabelled))
     if not found:
-        raise ResultsError(f"no run found under {root}: expected folders with run.json and train.log (recipes/glue.sh)")
+        raise ResultsError(f"no run found under {root}: expected folders with run.json and train.log (recipes/glue.sh, "
+                           f"recipes/xnli.sh)")
     return found
 
 
@@ -773,6 +783,71 @@ def validate_checkpoint(checkpoint: str, data: str, subsets: List[str], batch_si
     return scores
 
 
+def validation_key(checkpoint: str, data: str, subsets: List[str], batch_size: int, cpu: bool) -> Dict:
+    """Everything fairseq-validate's accuracies depend on: the checkpoint's fingerprint, the sha256 of every file
+    of the subsets, the batch size, the device and the versions (generation.evaluation_key)."""
+    import torch
+
+    from fairseq_r3f.evaluation import generation
+
+    files = {}
+    for subset in subsets:
+        for folder in ("input0", "input1", "label"):
+            for ext in ("bin", "idx"):
+                path = os.path.join(data, folder, f"{subset}.{ext}")
+                if os.path.isfile(path):
+                    files[f"{folder}/{subset}.{ext}"] = generation.file_sha256(path)
+    return generation.evaluation_key(checkpoint, None, data=files, batch_size=batch_size,
+                                     device="cpu" if cpu or not torch.cuda.is_available() else "cuda")
+
+
+def validate_cached(checkpoint: str, data: str, subsets: List[str], batch_size: int, cpu: bool, log_path: str,
+                    cache: Optional[str]) -> Tuple[Dict[str, Tuple[float, int]], bool]:
+    """validate_checkpoint's scores, reused from ``cache`` (a json file) when they were computed under the same
+    validation_key; (scores, whether they were reused)."""
+    from fairseq_r3f.evaluation import generation
+
+    key = validation_key(checkpoint, data, subsets, batch_size, cpu) if cache else None
+    saved = generation.cached_result(cache, key) if cache else None
+    if saved is not None:
+        return {subset: tuple(value) for subset, value in saved["scores"].items()}, True
+    scores = validate_checkpoint(checkpoint, data, subsets, batch_size, cpu, log_path)
+    if cache:
+        os.makedirs(os.path.dirname(cache), exist_ok=True)
+        with open(cache, "w") as f:
+            json.dump({"checkpoint": checkpoint, "scores": scores, "key": key}, f, indent=1)
+    return scores, False
+
+
+def is_xnli(label: Dict) -> bool:
+    return label.get("task") == "XNLI" and label.get("recipe", "xnli") in ("xnli", "hydra")
+
+
+def xnli_runs(root: str, split: str) -> Tuple[List[Tuple[str, str, Optional[str]]], List[Dict], List[str]]:
+    """The finished XNLI runs under ``root``: ([(row name, checkpoint_best.pt, cache file)], the runs not in the
+    table as not_in_tables gives them, warnings); rows of one cell (see cells) are followed by their mean."""
+    every = collect_runs(root, accepts=is_xnli)
+    for run in every:
+        if run["status"] == "finished" and not os.path.isfile(os.path.join(run["folder"], "checkpoint_best.pt")):
+            run["status"], run["reason"] = "no checkpoint", "finished, but checkpoint_best.pt is gone (deleted?)"
+    planned = read_plans(root)
+    kept = [run for run in every if run["status"] == "finished" and run["configuration"] is not None]
+    grouped, warnings = cells(kept)
+    chosen = []
+    for (_task, method, suffix), members in sorted(grouped.items()):
+        by_config: Dict[str, List[Dict]] = defaultdict(list)
+        for run in members:
+            by_config[run.get("config", "default")].append(run)
+        for config, group in sorted(by_config.items()):
+            name = f"{row_name(method, suffix)} {config}"
+            expected = planned_seeds({"folders": [r["folder"] for r in group], "seeds": [r["seed"] for r in group]},
+                                     group, every, planned)
+            for run in sorted(group, key=lambda r: r["seed"]):
+                chosen.append((f"{name} seed {run['seed']}", os.path.join(run["folder"], "checkpoint_best.pt"),
+                               os.path.join(run["folder"], f"xnli-{split}", "xnli.json"), name, expected))
+    return chosen, not_in_tables(every, planned), warnings
+
+
 def xnli_table(rows: List[Tuple[str, Dict[str, float]]], languages: Sequence[str]) -> str:
     """Table 3's layout: one row per model, a column per language, then the average."""
     header = ["Model"] + list(languages) + ["Avg"]
@@ -798,34 +873,76 @@ def parse_languages(text: str) -> List[str]:
 def xnli_main(args) -> None:
     from tqdm import tqdm
 
+    from fairseq_r3f import runs as run_layer
+
     languages = parse_languages(args.languages)
     missing = [lang for lang in languages
                if not os.path.exists(os.path.join(args.data, "input0", f"{args.split}_{lang}.bin"))]
     if missing:
         raise ResultsError(f"{args.data} has no {args.split} subset for {missing}: run preprocess/xnli.py")
-    for checkpoint in args.checkpoint:
-        if not os.path.isfile(checkpoint):
-            raise ResultsError(f"--checkpoint {checkpoint}: no such file")
+    if bool(args.checkpoint) == bool(args.runs):
+        raise ResultsError("pass --checkpoint CKPT (repeatable) or --runs SAVE_ROOT")
+    notes, warnings = [], []
+    if args.runs:
+        chosen, left_out, warnings = xnli_runs(args.runs, args.split)
+        notes = [f"{item['folder']}: {item['status']} ({item['reason']})" for item in left_out]
+        if not chosen:
+            raise ResultsError(f"no finished XNLI run with a checkpoint_best.pt under {args.runs}"
+                               + "".join(f"\n  {note}" for note in notes[:10]))
+    else:
+        chosen = []
+        for k, checkpoint in enumerate(args.checkpoint, start=1):
+            if not os.path.isfile(checkpoint):
+                raise ResultsError(f"--checkpoint {checkpoint}: no such file")
+            folder = os.path.dirname(os.path.abspath(checkpoint))
+            if os.path.isfile(os.path.join(folder, run_layer.LABEL_FILE)):
+                try:
+                    status, reason = run_layer.run_status(folder)
+                except run_layer.RunError as error:
+                    raise ResultsError(str(error)) from None
+                if status != "finished":
+                    notes.append(f"{checkpoint}: its run is {status} ({reason})")
+            cache = os.path.join(args.out, f"validate_{k}.json") if args.out else None
+            chosen.append((checkpoint, checkpoint, cache, None, None))
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     logs = args.out or tempfile.mkdtemp(prefix="xnli_validate_")
     os.makedirs(logs, exist_ok=True)
     subsets = [f"{args.split}_{lang}" for lang in languages]
-    rows, scored = [], {}
-    progress = tqdm(args.checkpoint, desc="fairseq-validate", unit="checkpoint", file=sys.stderr)
-    for k, checkpoint in enumerate(progress, start=1):
+    rows, scored, groups, reused = [], {}, defaultdict(list), 0
+    progress = tqdm(chosen, desc="fairseq-validate", unit="checkpoint", file=sys.stderr)
+    for k, (name, checkpoint, cache, group, _expected) in enumerate(progress, start=1):
         log_path = os.path.join(logs, f"validate_{k}.log")
-        scores = validate_checkpoint(checkpoint, args.data, subsets, args.batch_size, args.cpu, log_path)
-        rows.append((checkpoint, {lang: scores[f"{args.split}_{lang}"][0] for lang in languages}))
+        scores, from_cache = validate_cached(checkpoint, args.data, subsets, args.batch_size, args.cpu, log_path,
+                                             cache)
+        reused += from_cache
+        rows.append((name, {lang: scores[f"{args.split}_{lang}"][0] for lang in languages}))
         scored = {lang: scores[f"{args.split}_{lang}"][1] for lang in languages}
-    if len(rows) > 1:
+        if group is not None:
+            groups[group].append(rows[-1][1])
+    expected = {entry[3]: entry[4] for entry in chosen if entry[3] is not None}
+    for group, members in groups.items():
+        seeds = f"{len(members)}/{expected[group]} seeds" if expected[group] > len(members) else f"{len(members)} seeds"
+        rows.append((f"{group}: mean of {seeds}",
+                     {lang: statistics.mean(r[lang] for r in members) for lang in languages}))
+    if not groups and len(rows) > 1:
         rows.append((f"mean of {len(rows)}", {lang: statistics.mean(r[1][lang] for r in rows) for lang in languages}))
     table = xnli_table(rows, languages)
+    if notes or warnings:
+        table += "".join(f"\nNot in the table: {note}" if args.runs else f"\nNote: {note}" for note in notes)
+        table += "".join(f"\nWarning: {warning}" for warning in warnings) + "\n"
     print(table)
+    if reused:
+        print(f"{reused} checkpoint(s) scored before on the same data and settings: not validated again",
+              file=sys.stderr)
     if args.out:
         with open(os.path.join(args.out, "table3.md"), "w") as f:
             f.write(table)
         with open(os.path.join(args.out, "xnli.json"), "w") as f:
-            json.dump({"split": args.split, "rows": [{"model": n, "accuracy": s, "scored": scored} for n, s in rows]},
-                      f, indent=1)
+            json.dump({"split": args.split, "rows": [{"model": n, "accuracy": s, "scored": scored} for n, s in rows],
+                       "notes": notes, "warnings": warnings}, f, indent=1)
     print(f"fairseq-validate's output: {logs}/validate_*.log", file=sys.stderr)
 
 
@@ -850,7 +967,9 @@ def main(argv=None) -> int:
     split.add_argument("--seed", type=int, default=0, help="seed of the shuffle that assigns examples to halves")
     xnli = commands.add_parser("xnli", **documented, help="Table 3 for one or more checkpoints")
     xnli.add_argument("--data", required=True, help="the output folder of preprocess/xnli.py")
-    xnli.add_argument("--checkpoint", required=True, action="append", help="a checkpoint; repeat to average runs")
+    xnli.add_argument("--checkpoint", action="append", help="a checkpoint; repeat to average runs")
+    xnli.add_argument("--runs", help="every finished run of recipes/xnli.sh under this SAVE_ROOT (searched "
+                      "recursively): a row per run and the mean of each configuration's seeds")
     xnli.add_argument("--split", default="test", choices=["test", "valid"])
     xnli.add_argument("--languages", default=",".join(XNLI_LANGUAGES), help="commas or spaces: en,fr or \"en fr\"")
     xnli.add_argument("--batch-size", type=int, default=32)
