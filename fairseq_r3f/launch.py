@@ -1046,8 +1046,10 @@ def write_text_atomic(path: str, text: str) -> None:
 
 
 @contextlib.contextmanager
-def run_lock(run_dir: str) -> Iterator[None]:
-    """Holds RUN_DIR/lock (flock) while the block runs; a second launch is refused naming the holder."""
+def run_lock(run_dir: str) -> Iterator[int]:
+    """Holds RUN_DIR/lock (flock) while the block runs; a second launch is refused naming the holder. Yields the
+    lock's descriptor: fairseq-train inherits it, so that the folder stays locked while training lives even if
+    the launcher itself is killed."""
     path = os.path.join(run_dir, LOCK_FILE)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -1062,7 +1064,7 @@ def run_lock(run_dir: str) -> Iterator[None]:
                  f"stop it; two launches on one run folder would train it twice")
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} host {socket.gethostname()} started {now_iso()}\n".encode())
-        yield
+        yield fd
     finally:
         os.close(fd)  # releases the lock
 
@@ -1134,8 +1136,9 @@ def record_plan(sweep_dir: str, runs: List[Run]) -> None:
     """Adds these runs to SWEEP_DIR/plan.json (the union over every launch), under a lock."""
     os.makedirs(sweep_dir, exist_ok=True)
     path = os.path.join(sweep_dir, PLAN_FILE)
-    with open(os.path.join(sweep_dir, PLAN_FILE + ".lock"), "a") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+    folder = os.open(sweep_dir, os.O_RDONLY)  # the folder itself is the lock: no extra file beside the runs
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
         plan = read_json_file(path, "the runs this sweep planned") if os.path.exists(path) else {"runs": []}
         known = {entry["dir"] for entry in plan.get("runs", [])}
         for run in runs:
@@ -1144,6 +1147,8 @@ def record_plan(sweep_dir: str, runs: List[Run]) -> None:
                 plan["runs"].append({"dir": entry, "config": run.config, "seed": run.seed})
                 known.add(entry)
         write_json_atomic(path, plan)
+    finally:
+        os.close(folder)
 
 
 def planned_configuration(command: Sequence[str]) -> Dict:
@@ -1188,7 +1193,7 @@ def launch_run(plan: Plan, run: Run, env: Mapping[str, str], k: int, total: int,
     label_path = os.path.join(run_dir, LABEL_FILE)
     done_path = os.path.join(run_dir, DONE_FILE)
     os.makedirs(run_dir, exist_ok=True)
-    with run_lock(run_dir):
+    with run_lock(run_dir) as lock_fd:
         planned = planned_configuration(run.command)
         if os.path.exists(label_path):
             recorded = read_json_file(label_path, "what the run is")
@@ -1235,7 +1240,8 @@ def launch_run(plan: Plan, run: Run, env: Mapping[str, str], k: int, total: int,
                 log.write(f"# {now_iso()} start\n")
                 log.flush()
                 status = subprocess.run(plan.launch + run.command, stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, env={**env, **plan.env}).returncode
+                                        stdin=subprocess.DEVNULL, env={**env, **plan.env},
+                                        pass_fds=(lock_fd,)).returncode
             if status != 0:
                 with open(log_path, encoding="utf-8", errors="replace") as log:
                     sys.stderr.write("".join(log.readlines()[-20:]))

@@ -34,9 +34,11 @@ r3f_python() {
 # hand_over RECIPE ARGS...: the recipe's runs, planned and launched by fairseq_r3f/launch.py with this checkout's
 # tables; a wrong invocation prints the calling recipe's header as its usage.
 hand_over() {
-  local recipe=$1
+  local recipe=$1 launcher=("$R3F_ROOT/fairseq_r3f/launch.py")
   shift
-  # run as a file, not with -m: planning then imports no fairseq (a dry run takes a fraction of a second)
-  exec "$(r3f_python)" "$R3F_ROOT/fairseq_r3f/launch.py" --hparams "$R3F_ROOT/fairseq_r3f/hparams" \
-    --usage-from "${BASH_SOURCE[1]}" "$recipe" "$@"
+  # run as a file, not with -m: planning then imports no fairseq (a dry run takes a fraction of a second); a copy
+  # of the recipes without the package beside them uses the installed one
+  [[ -f "${launcher[0]}" ]] || launcher=(-m fairseq_r3f.launch)
+  exec "$(r3f_python)" "${launcher[@]}" --hparams "$R3F_ROOT/fairseq_r3f/hparams" --usage-from "${BASH_SOURCE[1]}" \
+    "$recipe" "$@"
 }
