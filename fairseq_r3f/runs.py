@@ -2,12 +2,16 @@
 
     python -m fairseq_r3f.runs versions         prints the plugin, fairseq and torch versions and the git commit
     python -m fairseq_r3f.runs identify RUN_DIR  writes RUN_DIR/identity.json from RUN_DIR/checkpoint_last.pt
+    python -m fairseq_r3f.runs status RUN_DIR    prints whether the run finished (see run_status), and why not
 
 A recipe writes its label of a run (``run.json``: task, method, lambda, noise type, ...) before the run starts;
 what ran is whatever fairseq-train was finally given. ``identify`` reads the configuration fairseq saved in the
 checkpoint (architecture, criterion and its settings, seed), writes it as ``identity.json``, and exits with
 status 2 and one line naming every disagreement when it contradicts ``run.json`` -- e.g. an ``r4f`` label on a
-run trained with a plain classification head. The results tables refuse such runs.
+run trained with a plain classification head. The results tables refuse such runs. identity.json also holds the
+run's effective configuration (``effective_configuration``: every saved setting that can change a number), by
+which the tables group runs, and the update the checkpoint was saved at, by which ``run_status`` tells a
+finished run from an unfinished or truncated one.
 
 The methods and what each needs: ``std`` and ``std++`` the plain ``sentence_prediction`` criterion; ``r3f``
 ``sentence_prediction_r3f`` on an architecture without the spectrally normalised head; ``r4f`` the same
@@ -476,6 +480,8 @@ def run_status(run_dir: str, accepts=None) -> Tuple[str, str]:
     running, stopped or killed); "truncated": the log and the checkpoint disagree on the last update (a log cut
     short, a checkpoint replaced); "failed": what ran contradicts the label or the plan, or it stopped at
     another update than planned."""
+    if not os.path.isfile(os.path.join(run_dir, LABEL_FILE)):
+        raise RunError(f"{run_dir} has no {LABEL_FILE}: not a run folder (give the folder of one run)")
     label = read_json(os.path.join(run_dir, LABEL_FILE))
     if accepts is not None and not accepts(label):
         what = label.get("recipe") or ("summarization" if "dataset" in label else None)
@@ -516,10 +522,21 @@ def main(argv=None) -> int:
     commands.add_parser("versions", help="print the versions as json")
     identify_parser = commands.add_parser("identify", help="write RUN_DIR/identity.json and check it against run.json")
     identify_parser.add_argument("run_dir")
+    status_parser = commands.add_parser("status", help="print STATUS: REASON (finished, unfinished, truncated, "
+                                                       "failed); exit status 0 only when finished")
+    status_parser.add_argument("run_dir")
     args = parser.parse_args(argv)
     if args.command == "versions":
         print(json.dumps(versions()))
         return 0
+    if args.command == "status":
+        try:
+            status, reason = run_status(args.run_dir)
+        except (RunError, OSError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print(f"{status}: {reason}")
+        return 0 if status == "finished" else 1
     try:
         ident = identify(args.run_dir)
     except RunError as error:

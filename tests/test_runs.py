@@ -11,7 +11,12 @@ import pytest
 import torch
 
 from conftest import REPO, run_fairseq, train_args
-from fairseq_r3f.runs import label_mismatches
+from fairseq_r3f.runs import (
+    configuration_differences,
+    configuration_from_args,
+    effective_configuration,
+    label_mismatches,
+)
 
 
 def runs_cli(*args):
@@ -19,10 +24,15 @@ def runs_cli(*args):
                           cwd=REPO)
 
 
+def arguments(toy_task, folder, *extra, arch="roberta_base", criterion="sentence_prediction_r3f"):
+    return train_args(toy_task, str(folder), "--max-update", "2", "--seed", "3", *extra, arch=arch,
+                      criterion=criterion)
+
+
 def train(toy_task, folder, *extra, arch="roberta_base", criterion="sentence_prediction_r3f", label=None):
     os.makedirs(folder)
-    run_fairseq("train", train_args(toy_task, str(folder), "--max-update", "2", "--seed", "3", *extra,
-                                    arch=arch, criterion=criterion))
+    proc, _ = run_fairseq("train", arguments(toy_task, folder, *extra, arch=arch, criterion=criterion))
+    (folder / "train.log").write_text("# 2026-01-01T00:00:00Z start\n" + proc.stdout + proc.stderr)
     if label is not None:
         (folder / "run.json").write_text(json.dumps(label))
     return folder
@@ -51,6 +61,25 @@ def test_identify_reads_an_r4f_run_back_from_its_checkpoint(toy_task, tmp_path):
         assert (ident["r3f_lambda"], ident["noise_type"], ident["eps"], ident["seed"]) == (0.5, "normal", 1e-5, 3)
         assert ident["num_updates"] == 2
     assert written["mismatches"] == []
+    # the configuration read back from the checkpoint is the one fairseq's parser builds from the same arguments
+    planned = effective_configuration(configuration_from_args(arguments(
+        toy_task, run, "--r3f-lambda", "0.5", "--noise-type", "normal", arch="roberta_sn_base")))
+    assert configuration_differences(written["configuration"], planned) == []
+    assert written["configuration"]["model._name"] == "roberta_sn_base"
+    assert written["configuration"]["criterion.r3f_lambda"] == 0.5
+
+    # finished only with done, the checkpoint at the log's last update and done's planned end
+    assert runs_cli("status", str(run)).stdout.startswith("unfinished: no done file")
+    (run / "done").write_text(json.dumps({"num_updates": 2, "finished": "2026-01-01T00:00:00Z"}))
+    proc = runs_cli("status", str(run))
+    assert (proc.returncode, proc.stdout) == (0, "finished: update 2\n")
+    (run / "done").write_text(json.dumps({"num_updates": 3, "finished": "2026-01-01T00:00:00Z"}))
+    assert runs_cli("status", str(run)).stdout == "failed: stopped at update 2, the planned end recorded in done is 3\n"
+    log = (run / "train.log").read_text()
+    (run / "train.log").write_text(log[: log.index('"num_updates": "2"')])  # cut before the last update's record
+    proc = runs_cli("status", str(run))
+    assert proc.returncode == 1 and proc.stdout.startswith("truncated: train.log ends at update 1, the checkpoint is "
+                                                           "at update 2")
 
 
 def test_an_r4f_label_on_a_plain_head_is_refused_with_one_line(plain_run):
