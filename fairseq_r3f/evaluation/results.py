@@ -356,15 +356,16 @@ def swept_keys(run: Dict) -> List[str]:
     """The configuration keys the run's search varies: run.json's "swept", or for a run folder written before the
     launcher recorded it, the label's search grid axes with more than one value, mapped to the configuration's
     keys of the same field name (r3f_lambda -> criterion.r3f_lambda)."""
-    if isinstance(run.get("swept"), list):
-        return list(run["swept"])
-    grid = (run.get("search") or {}).get("grid") if isinstance(run.get("search"), dict) else None
     configuration = run.get("configuration") or {}
-    keys = []
-    for axis, values in (grid or {}).items():
-        if isinstance(values, list) and len(values) > 1:
-            keys += [key for key in configuration if key.split(".", 1)[-1] == axis]
-    return keys
+
+    def matching(name: str) -> List[str]:  # a configuration key, or a field name (r3f_lambda) matched to its keys
+        return [name] if name in configuration else [key for key in configuration if key.split(".", 1)[-1] == name]
+
+    if isinstance(run.get("swept"), list):
+        return [key for name in run["swept"] for key in matching(str(name))]
+    grid = (run.get("search") or {}).get("grid") if isinstance(run.get("search"), dict) else None
+    return [key for axis, values in (grid or {}).items() if isinstance(values, list) and len(values) > 1
+            for key in matching(axis)]
 
 
 def _key(value) -> str:
