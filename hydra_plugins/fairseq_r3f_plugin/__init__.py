@@ -7,7 +7,9 @@ Inside a fairseq program (fairseq is already imported) this module then
   are registered: fairseq's sentence_prediction task interpolates ``criterion.regression_target`` and
   ``criterion.classification_head_name``, which fail to resolve while the criterion is unknown;
 - puts the plugin's config folders (fairseq_r3f/config/{glue,xnli,summarization}) on Hydra's search path, so
-  ``--config-name rte_r3f`` also works without ``--config-dir``.
+  ``--config-name rte_r3f`` also works without ``--config-dir``;
+- refuses a command-line override that makes one of the plugin's configs another method than its name says
+  (``rte_r4f model._name=roberta_large`` would train a plain head, which is R3F), before anything runs.
 
 Other Hydra programs are left alone: nothing is imported and the search path is unchanged.
 """
@@ -29,8 +31,46 @@ def _in_fairseq() -> bool:
     return "fairseq" in sys.modules
 
 
+# The methods of the plugin's config names (rte_r4f, xnli_std, cnn_dm_r3f) and their criteria; the
+# summarization configs (their names start with a dataset) train label_smoothed_cross_entropy_r3f.
+CONFIG_METHODS = {"stdpp": "std++", "std": "std", "r3f": "r3f", "r4f": "r4f"}
+SUMMARIZATION_PREFIXES = ("cnn_dm_", "gigaword_", "reddit_tifu_")
+
+
+def method_override_problem(argv) -> str:
+    """What in ``argv`` (fairseq-hydra-train's command line) contradicts the method its config name says, or ''."""
+    from fairseq_r3f.launch import SENTENCE_METHODS
+
+    name = None
+    for i, arg in enumerate(argv):
+        if arg in ("--config-name", "-cn") and i + 1 < len(argv):
+            name = argv[i + 1]
+        elif arg.startswith("--config-name="):
+            name = arg.split("=", 1)[1]
+    method = CONFIG_METHODS.get((name or "").rsplit("_", 1)[-1])
+    if method is None:
+        return ""
+    criterion = "label_smoothed_cross_entropy_r3f" if name.startswith(SUMMARIZATION_PREFIXES) \
+        else SENTENCE_METHODS[method][0]
+    for arg in argv:
+        key, _, value = arg.lstrip("+~").partition("=")
+        if key == "model._name" and ("_sn_" in value) != (method == "r4f"):
+            head = "drops R4F's spectrally normalised head from" if method == "r4f" else \
+                "adds R4F's spectrally normalised head to"
+            return (f"{arg} {head} {name}, which is {method}: drop it (or run the config of the method you "
+                    f"mean, e.g. {name.rsplit('_', 1)[0]}_{'r3f' if method == 'r4f' else 'r4f'})")
+        if key == "criterion._name" and value != criterion:
+            return f"{arg} replaces {name}'s criterion {criterion}: drop it, or run the config of that method"
+    return ""
+
+
 if _in_fairseq():
     import fairseq_r3f  # noqa: F401  (registers the criterions, tasks and architectures)
+
+    _problem = method_override_problem(sys.argv[1:])
+    if _problem:
+        print(f"error: {_problem}", file=sys.stderr)
+        sys.exit(2)
 
 
 class FairseqR3FSearchPathPlugin(SearchPathPlugin):
