@@ -271,6 +271,11 @@ def _model_fields(cfg) -> Dict:
             pass
         namespace = argparse.Namespace(**{**defaults, **model})
         ARCH_CONFIG_REGISTRY[arch](namespace)
+        from fairseq.models.transformer import TransformerModel
+        from fairseq.models.transformer.transformer_legacy import base_architecture
+
+        if issubclass(model_class, TransformerModel):  # its build_model completes the arguments once more
+            base_architecture(namespace)
         model = _plain(vars(namespace))
     fields = {key: value for key, value in model.items() if key not in other and key not in COMPONENT_KEYS
               and key != "_name" and key not in LEFT_OUT["model"] and not _is_path_key(key)}
