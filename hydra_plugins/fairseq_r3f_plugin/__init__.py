@@ -38,7 +38,8 @@ SUMMARIZATION_PREFIXES = ("cnn_dm_", "gigaword_", "reddit_tifu_")
 
 
 def method_override_problem(argv) -> str:
-    """What in ``argv`` (fairseq-hydra-train's command line) contradicts the method its config name says, or ''."""
+    """What in ``argv`` (fairseq-hydra-train's command line) contradicts the method its config name says, or a
+    value that is not a finite number; '' when nothing does."""
     from fairseq_r3f.launch import SENTENCE_METHODS
 
     name = None
@@ -47,6 +48,16 @@ def method_override_problem(argv) -> str:
             name = argv[i + 1]
         elif arg.startswith("--config-name="):
             name = arg.split("=", 1)[1]
+    for arg in argv:  # optimization.lr=[nan] trains an update before fairseq stops on a FloatingPointError
+        key, _, value = arg.lstrip("+~").partition("=")
+        if key and not key.startswith("-") and "max_norm" not in key:
+            for item in value.strip("[]").split(","):
+                try:
+                    number = float(item)
+                except ValueError:
+                    continue
+                if number != number or number in (float("inf"), float("-inf")):
+                    return f"{arg}: {item.strip()} is not a finite number: give one"
     method = CONFIG_METHODS.get((name or "").rsplit("_", 1)[-1])
     if method is None:
         return ""
