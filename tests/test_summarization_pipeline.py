@@ -140,6 +140,24 @@ def test_recipe_trains_with_r3f_then_generates_and_scores(prepared, tmp_path):
         expected = 100 * sum(scorer.score(r, h)[name].fmeasure for h, r in zip(hypotheses, references)) / N_TEST
         assert result[name] == pytest.approx(expected, abs=1e-9)
 
+    # the table over the SAVE_ROOT: the finished run, a GLUE run beside it skipped and left as it was
+    glue = tmp_path / "RTE" / "std" / "default" / "seed1"
+    glue.mkdir(parents=True)
+    (glue / "run.json").write_text(json.dumps({"task": "RTE", "method": "std", "config": "default", "seed": 1}))
+    over_runs = [sys.executable, "-m", "fairseq_r3f.evaluation.rouge", "--dataset", "cnn_dm", "--runs",
+                 str(tmp_path), "--data-bin", str(out / "bin"), "--references", str(out / "raw" / "test.target"),
+                 "--encoder-json", encoder_json, "--vocab-bpe", vocab_bpe, "--workers", "1",
+                 "--", "--min-len", "1", "--max-len-b", "20", "--beam", "2"]
+    proc = run(over_runs)
+    assert "note: 1 run(s) of other recipes or datasets are not in this table" in proc.stderr
+    assert os.listdir(glue) == ["run.json"]
+    per_run = json.loads((run_dir / "rouge-test" / "rouge.json").read_text())
+    line = [row for row in proc.stdout.splitlines() if row.startswith(f"| r3f | {run_dir.parent.name} |")]
+    assert line == [f"| r3f | {run_dir.parent.name} | 1 | {per_run['rouge1']:.2f} | {per_run['rouge2']:.2f} | "
+                    f"{per_run['rougeL']:.2f} | {per_run['rougeLsum']:.2f} |"]
+    assert (tmp_path / "rouge-test.md").read_text() == proc.stdout
+    assert "not generated again" in run(over_runs).stderr
+
 
 def test_lambda_zero_through_the_cli_equals_the_parent_criterion(prepared, tmp_path):
     common = [str(prepared["out"] / "bin"), "--user-dir", USER_DIR, "--task", "translation", "--source-lang",

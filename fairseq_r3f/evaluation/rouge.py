@@ -24,6 +24,13 @@ versions): the same command again prints that score without generating; any chan
 fairseq-generate's whole output (its configuration dump and log lines included) goes to
 EVAL/generate-test.txt; the terminal shows progress bars for generation and scoring, and the table.
 
+``--runs SAVE_ROOT`` (with --data-bin, --references and the BPE files) scores the checkpoint_best.pt of every
+finished run of recipes/summarization.sh for --dataset under SAVE_ROOT, each into RUN/rouge-SUBSET/, and writes
+SAVE_ROOT/rouge-SUBSET.md and .json: the mean over seeds per configuration, under the rules of the GLUE tables
+(only finished runs; configurations that differ on separate lines named by the settings that differ; a run
+found twice scored once; the runs not in the table named under it, with n/N seeds; runs of other recipes or
+datasets skipped with a note and never written into).
+
 Numbers from rouge-score are close to, but not identical with, the Perl ROUGE-1.5.5 (files2rouge) that
 BART's published CNN/DM numbers used.
 """
@@ -237,6 +244,121 @@ def table(results: Dict[str, float], dataset: str, n: int, splitter: Optional[st
     return "\n".join([header, rule, row]) + note
 
 
+def _without(argv: List[str], flag: str) -> List[str]:
+    """argv without ``flag`` and its value (either spelling)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == flag:
+            skip = True
+        elif not arg.startswith(flag + "="):
+            kept.append(arg)
+    return kept
+
+
+def is_summarization(dataset: str):
+    def accepts(label: Dict) -> bool:
+        return label.get("recipe", "summarization") == "summarization" and label.get("dataset") == dataset
+    return accepts
+
+
+def score_runs(args, argv: List[str], extra: List[str]) -> int:
+    """The ROUGE table over the finished summarization runs of --dataset under --runs, under the rules of the
+    GLUE tables (fairseq_r3f.evaluation.results): cells by effective configuration, a run found twice scored
+    once, the runs not in the table (unfinished, truncated, failed, planned but missing, checkpoint_best.pt
+    deleted) named under it, n/N seeds per line, runs of other recipes skipped with a note and never written
+    into. Each run is scored as ``--checkpoint RUN/checkpoint_best.pt --output-dir RUN/rouge-SUBSET``, whose
+    rouge.json is reused under the same key."""
+    import contextlib
+    import statistics
+
+    from fairseq_r3f import runs
+    from fairseq_r3f.evaluation.results import ResultsError, cells, not_in_tables, planned_seeds, read_plans
+
+    every, foreign = [], []
+    for folder, _dirs, files in sorted(os.walk(args.runs)):
+        if runs.LABEL_FILE not in files:
+            continue
+        try:
+            label = runs.read_json(os.path.join(folder, runs.LABEL_FILE))
+            status, reason = runs.run_status(folder, is_summarization(args.dataset))
+            ident = None if status == "foreign" else runs.run_identity(folder)
+        except runs.RunError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        if status == "foreign":
+            foreign.append(folder)
+            continue
+        if status == "finished" and not os.path.isfile(os.path.join(folder, "checkpoint_best.pt")):
+            status, reason = "no checkpoint", "finished, but checkpoint_best.pt is gone (deleted?): nothing to score"
+        every.append({**label, "task": args.dataset, "method": label.get("method", "r3f"), "folder": folder,
+                      "status": status, "reason": reason, "configuration": (ident or {}).get("configuration")})
+    if foreign:
+        print(f"note: {len(foreign)} run(s) of other recipes or datasets are not in this table (nothing written "
+              f"into them): {foreign[:3]}", file=sys.stderr)
+    try:
+        planned = read_plans(args.runs)
+        grouped, warnings = cells([r for r in every if r["status"] == "finished" and r["configuration"]])
+    except ResultsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    left_out = not_in_tables(every, planned)
+    base_argv = _without(_without(argv, "--runs"), "--output-dir")
+    lines = []
+    for (_task, method, suffix), members in sorted(grouped.items()):
+        by_config: Dict[str, List[Dict]] = {}
+        for run in members:
+            by_config.setdefault(run.get("config"), []).append(run)
+        for config, group in sorted(by_config.items()):
+            expected = planned_seeds({"folders": [r["folder"] for r in group], "seeds": [r["seed"] for r in group]},
+                                     group, every, planned)
+            scores = []
+            for run in sorted(group, key=lambda r: r["seed"]):
+                output_dir = os.path.join(run["folder"], f"rouge-{args.subset}")
+                with contextlib.redirect_stdout(sys.stderr):  # the per-run table; the table over runs is printed
+                    status = main([*base_argv, "--checkpoint", os.path.join(run["folder"], "checkpoint_best.pt"),
+                                   "--output-dir", output_dir, *(["--", *extra] if extra else [])])
+                if status != 0:
+                    return status
+                with open(os.path.join(output_dir, "rouge.json")) as f:
+                    scores.append({"seed": run["seed"], "folder": run["folder"], **json.load(f)})
+            names = [n for n in ("rouge1", "rouge2", "rougeL", "rougeLsum") if n in scores[0]]
+            lines.append({"method": method, "config": config + (f", {suffix}" if suffix else ""),
+                          "seeds": [s["seed"] for s in scores], "planned_seeds": expected,
+                          "mean": {n: statistics.mean(s[n] for s in scores) for n in names},
+                          "runs": [{k: s[k] for k in ("seed", "folder", *names)} for s in scores]})
+    if not lines:
+        print(f"error: no finished run of {args.dataset} with a checkpoint_best.pt under {args.runs}" + "".join(
+            f"\n  {item['folder']}: {item['status']} ({item['reason']})" for item in left_out), file=sys.stderr)
+        return 1
+    names = list(lines[0]["mean"])
+    titles = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum"}
+    text = ["| method | configuration | seeds | " + " | ".join(titles[n] for n in names) + " |",
+            "|---|---|---|" + "---|" * len(names)]
+    for line in lines:
+        count = len(line["seeds"])
+        seeds = f"{count}/{line['planned_seeds']}" if line["planned_seeds"] > count else str(count)
+        text.append(f"| {line['method']} | {line['config']} | {seeds} | "
+                    + " | ".join(f"{line['mean'][n]:.2f}" for n in names) + " |")
+    if left_out:
+        text += ["", f"Not in the table ({len(left_out)}):"] + [
+            f"{item['folder']}: {item['status']} ({item['reason']})" for item in left_out]
+    if warnings:
+        text += ["", "Warnings:"] + warnings
+    table_text = "\n".join(text) + "\n"
+    base = os.path.join(args.runs, f"rouge-{args.subset}")
+    with open(base + ".md", "w") as f:
+        f.write(table_text)
+    with open(base + ".json", "w") as f:
+        json.dump({"dataset": args.dataset, "subset": args.subset, "table": lines, "warnings": warnings,
+                   "not_in_table": [{k: v for k, v in item.items() if k != "run"} for item in left_out]}, f, indent=1)
+    print(table_text, end="")
+    return 0
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
@@ -259,7 +381,16 @@ def main(argv=None) -> int:
     parser.add_argument("--rouge-lsum", choices=("yes", "no"),
                         help="also score ROUGE-Lsum on sentence-split text (default: the table's rouge_lsum for "
                         "--dataset: yes for cnn_dm and reddit_tifu)")
+    parser.add_argument("--runs", help="score the checkpoint_best.pt of every finished run of recipes/"
+                        "summarization.sh for --dataset under this SAVE_ROOT (into RUN/rouge-SUBSET/) and write "
+                        "SAVE_ROOT/rouge-SUBSET.md and .json")
     args = parser.parse_args(argv)
+    if args.runs:
+        if args.checkpoint or args.hypotheses:
+            parser.error("--runs scores the runs' checkpoints: leave out --checkpoint and --hypotheses")
+        if not os.path.isdir(args.runs):
+            parser.error(f"--runs {args.runs}: no such folder")
+        return score_runs(args, argv, extra)
 
     hparams = read_hparams(args.hparams)
     if args.dataset not in hparams:
