@@ -413,3 +413,14 @@ def test_a_damaged_run_json_is_one_error_naming_it(tmp_path, capsys):
     assert main(["glue", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {folder}/run.json is damaged (not JSON") and len(err.splitlines()) == 1
+
+
+def test_a_run_whose_checkpoint_is_not_its_plan_is_failed_with_the_fields(tmp_path, capsys):
+    planned = identity_of("std", 1)["configuration"]
+    write_run(tmp_path, "RTE", "std", "default", 1, rte(60.0), planned_configuration=planned)
+    other = write_run(tmp_path, "RTE", "std", "default", 2, rte(70.0),
+                      planned_configuration={**planned, "model.dropout": 0.3, "optimization.max_update": 10})
+    table, rows, _ = table_of(tmp_path, capsys)
+    assert f"{other}: failed (the checkpoint's configuration differs from the plan in model.dropout, " \
+           "optimization.max_update)" in table
+    assert "| STD | - | - | 60.0 (1/2 seeds) |" in table and rows[other]["status"] == "failed"
