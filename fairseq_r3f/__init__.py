@@ -39,3 +39,5 @@ with quiet_fairseq_import():
     compat.add_glue_metrics_where_missing()  # before the criteria that extend fairseq's sentence_prediction
 
     from fairseq_r3f import criterions, models, tasks  # noqa: F401
+
+    compat.fill_architecture_defaults_where_omegaconf_hides_them()  # after the plugin's architectures

@@ -172,3 +172,92 @@ def _reduce_glue_metrics(logging_outputs) -> None:
                             derived(lambda p, t: (pearsonr(p, t)[0] + spearmanr(p, t)[0]) / 2))
         metrics.log_derived("pearson", derived(lambda p, t: pearsonr(p, t)[0]))
         metrics.log_derived("spearman", derived(lambda p, t: spearmanr(p, t)[0]))
+
+
+# -- argparse-era architectures under fairseq-hydra-train ---------------------------------------------------------
+#
+# fairseq's older models (BART among them) fill their defaults in architecture functions written for argparse,
+# ``args.x = getattr(args, "x", default)``. fairseq-hydra-train calls them on the model's (open) DictConfig. With
+# omegaconf >= 2.1 a missing key raises, so getattr returns the default; omegaconf 2.0 (which fairseq 0.12.2 pins)
+# returns None instead, so every default becomes None and fairseq falls back to its transformer's own defaults:
+# bart_large came out as a 512-wide model, and the decoder of a smaller BART did not fit its output projection.
+# fairseq's trainer reads the model's options the same way (getattr(cfg.model, "base_layers", 0) > 0 failed).
+# Where the installed omegaconf behaves so, the plugin runs those functions on a Namespace built as fairseq-train
+# builds it: the defaults of the model's options, then the config's values (None-valued keys dropped, as argparse
+# leaves out options that were not given); everything the Namespace then holds that the config lacks or holds
+# otherwise is written back to the config.
+
+
+def missing_keys_read_as_none() -> bool:
+    from omegaconf import OmegaConf
+
+    try:
+        return getattr(OmegaConf.create({}), "absent_key", "default") is None
+    except Exception:  # omegaconf >= 2.1 raises for a missing key
+        return False
+
+
+def _argparse_defaults(model_class) -> dict:
+    """The defaults fairseq-train's parser gives the model's options (fairseq suppresses those without one)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(argument_default=argparse.SUPPRESS, add_help=False)
+    try:
+        model_class.add_args(parser)
+        return vars(parser.parse_known_args([])[0])
+    except Exception:  # a model whose options cannot be built outside fairseq-train: its architecture alone
+        return {}
+
+
+def _transformer_defaults(model_class) -> dict:
+    """For fairseq's transformer family (BART included), which declares its options without defaults so that the
+    architecture sets them: TransformerConfig's defaults, for the options the architecture left unset."""
+    import argparse
+
+    from fairseq.dataclass.utils import gen_parser_from_dataclass
+    from fairseq.models.transformer import TransformerConfig, TransformerModel
+
+    if model_class is None or not issubclass(model_class, TransformerModel):
+        return {}
+    parser = argparse.ArgumentParser(argument_default=argparse.SUPPRESS, add_help=False)
+    gen_parser_from_dataclass(parser, TransformerConfig(), delete_default=False, with_prefix="")
+    return {k: v for k, v in vars(parser.parse_known_args([])[0]).items() if v is not None}
+
+
+def _through_a_namespace(arch_fn, model_class):
+    import argparse
+    import functools
+
+    from omegaconf import OmegaConf
+
+    @functools.wraps(arch_fn)
+    def apply(args):
+        if not OmegaConf.is_config(args):
+            return arch_fn(args)
+        given = OmegaConf.to_container(args, resolve=False)
+        values = _argparse_defaults(model_class) if model_class is not None else {}
+        values.update({k: v for k, v in given.items() if v is not None})
+        namespace = argparse.Namespace(**values)
+        arch_fn(namespace)
+        for key, value in _transformer_defaults(model_class).items():
+            if not hasattr(namespace, key):  # what TransformerConfig.from_namespace and getattr(cfg, k, default) use
+                setattr(namespace, key, value)
+        for key, value in vars(namespace).items():
+            if given.get(key) != value:
+                setattr(args, key, value)
+
+    apply.fills_defaults_through_a_namespace = True
+    return apply
+
+
+def fill_architecture_defaults_where_omegaconf_hides_them() -> bool:
+    """Wraps every registered architecture function as described above, where omegaconf reads a missing key as
+    None (omegaconf 2.0). Runs after the plugin's architectures are registered. True when it wrapped any."""
+    if not missing_keys_read_as_none():
+        return False
+    from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_REGISTRY
+
+    for name, arch_fn in list(ARCH_CONFIG_REGISTRY.items()):
+        if not getattr(arch_fn, "fills_defaults_through_a_namespace", False):
+            ARCH_CONFIG_REGISTRY[name] = _through_a_namespace(arch_fn, ARCH_MODEL_REGISTRY.get(name))
+    return True

@@ -82,3 +82,20 @@ def test_pearson_and_spearman_are_scipys(toy_regression_task):
 def test_without_the_flags_no_metric_is_added(toy_task):
     values, _, _ = validation_metrics(toy_task, "sentence_prediction")
     assert "accuracy" in values and not {"mcc", "f1", "pearson"} & set(values)
+
+
+def test_an_argparse_era_architecture_gets_its_defaults_from_a_hydra_config():
+    """fairseq-hydra-train runs BART's architecture function on the model's open DictConfig (fairseq's
+    models.build_model); the model must be bart_large's whatever omegaconf reads a missing key as."""
+    from fairseq.models import ARCH_CONFIG_REGISTRY
+    from fairseq.models.transformer import TransformerConfig
+    from omegaconf import OmegaConf, open_dict
+
+    cfg = OmegaConf.create({"_name": "bart_large", "dropout": 0.1, "share_all_embeddings": True})
+    with open_dict(cfg):
+        ARCH_CONFIG_REGISTRY["bart_large"](cfg)
+    built = TransformerConfig.from_namespace(cfg)
+    assert (built.encoder.embed_dim, built.decoder.embed_dim, built.decoder.output_dim) == (1024, 1024, 1024)
+    assert (built.encoder.layers, built.decoder.layers, built.encoder.ffn_embed_dim) == (12, 12, 4096)
+    assert cfg.activation_fn == "gelu" and cfg.dropout == 0.1  # the architecture's default; the config's value
+    assert getattr(cfg, "base_layers", 0) == 0  # as fairseq's trainer reads it
