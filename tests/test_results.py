@@ -424,3 +424,12 @@ def test_a_run_whose_checkpoint_is_not_its_plan_is_failed_with_the_fields(tmp_pa
     assert f"{other}: failed (the checkpoint's configuration differs from the plan in model.dropout, " \
            "optimization.max_update)" in table
     assert "| STD | - | - | 60.0 (1/2 seeds) |" in table and rows[other]["status"] == "failed"
+
+
+def test_a_run_writing_its_checkpoint_right_now_is_unfinished_not_an_error(tmp_path, capsys):
+    write_run(tmp_path, "RTE", "std", "default", 1, rte(60.0))
+    running = write_run(tmp_path, "RTE", "std", "default", 2, rte(70.0), identity=False, finished=False)
+    with open(os.path.join(running, "checkpoint_last.pt"), "wb") as f:
+        f.write(b"PK\x03\x04 half written")
+    table, rows, _ = table_of(tmp_path, capsys)
+    assert rows[running]["status"] == "unfinished" and "| STD | - | - | 60.0 (1/2 seeds) |" in table

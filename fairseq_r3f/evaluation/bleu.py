@@ -151,6 +151,7 @@ def find_runs(root: str, config: Optional[str]) -> Tuple[List[Dict], List[str]]:
     """Every run under ``root`` with run.json: (the translation runs of ``config``, each label with "folder",
     "status", "reason", "configuration"; the folders of other runs)."""
     from fairseq_r3f import runs
+    from fairseq_r3f.evaluation.results import identity_if_readable
 
     found, foreign = [], []
     for folder, _dirs, files in sorted(os.walk(root)):
@@ -159,7 +160,7 @@ def find_runs(root: str, config: Optional[str]) -> Tuple[List[Dict], List[str]]:
         try:
             label = runs.read_json(os.path.join(folder, runs.LABEL_FILE))
             status, reason = runs.run_status(folder, accepts(config))
-            ident = None if status == "foreign" else runs.run_identity(folder)
+            ident = None if status == "foreign" else identity_if_readable(folder, status)
         except runs.RunError as error:
             raise EvaluationError(f"{folder}: {error}" if folder not in str(error) else str(error)) from None
         if status == "foreign":

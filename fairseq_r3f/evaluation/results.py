@@ -249,6 +249,19 @@ def run_identity(folder: str) -> Optional[Dict]:
     return runs.run_identity(folder)
 
 
+def identity_if_readable(folder: str, status: str) -> Optional[Dict]:
+    """run_identity; for a run that has not finished (it may be writing its checkpoint right now) None when the
+    checkpoint cannot be read, instead of an error."""
+    from fairseq_r3f import runs
+
+    try:
+        return runs.run_identity(folder)
+    except runs.RunError:
+        if status == "finished":
+            raise
+        return None
+
+
 def is_glue(label: Dict) -> bool:
     return label.get("task") in GLUE_COLUMNS and label.get("recipe", "glue") in ("glue", "hydra", "probing")
 
@@ -288,7 +301,7 @@ def collect_runs(root: str, half: Optional[str] = None, accepts=is_glue) -> List
         try:
             run = runs.read_json(os.path.join(folder, runs.LABEL_FILE))
             status, reason = runs.run_status(folder, accepts)
-            ident = None if status == "foreign" else run_identity(folder)
+            ident = None if status == "foreign" else identity_if_readable(folder, status)
         except runs.RunError as error:
             raise ResultsError(f"{folder}: {error}" if folder not in str(error) else str(error)) from None
         if status == "foreign":

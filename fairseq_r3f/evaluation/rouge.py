@@ -274,7 +274,14 @@ def score_runs(args, argv: List[str], extra: List[str]) -> int:
     import statistics
 
     from fairseq_r3f import runs
-    from fairseq_r3f.evaluation.results import ResultsError, cells, not_in_tables, planned_seeds, read_plans
+    from fairseq_r3f.evaluation.results import (
+        ResultsError,
+        identity_if_readable,
+        cells,
+        not_in_tables,
+        planned_seeds,
+        read_plans,
+    )
 
     every, foreign = [], []
     for folder, _dirs, files in sorted(os.walk(args.runs)):
@@ -283,7 +290,7 @@ def score_runs(args, argv: List[str], extra: List[str]) -> int:
         try:
             label = runs.read_json(os.path.join(folder, runs.LABEL_FILE))
             status, reason = runs.run_status(folder, is_summarization(args.dataset))
-            ident = None if status == "foreign" else runs.run_identity(folder)
+            ident = None if status == "foreign" else identity_if_readable(folder, status)
         except runs.RunError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
