@@ -13,9 +13,12 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-# Elements of one chunk (rows x V) worked on at once: a handful of fp32 temporaries of this size exist at a
-# time, 16 MiB each, whatever the number of rows. Large enough that the per-chunk overhead is negligible.
+# Elements of one chunk (rows x V) worked on at once: a handful of temporaries of this size exist at a time,
+# whatever the number of rows. On a GPU 16 MiB each (fp32), large enough that the per-chunk kernel launches do
+# not count. On the CPU 1 MiB each: the chunk's several passes then run in the cache instead of main memory
+# (448 x 50k fp32 logits, one thread: 0.26 s for forward and backward instead of 0.36 s with 16 MiB chunks).
 CHUNK_ELEMENTS = 1 << 22
+CPU_CHUNK_ELEMENTS = 1 << 18
 
 
 def _compute_dtype(logits: torch.Tensor) -> torch.dtype:
@@ -35,8 +38,9 @@ def _rows(logits_p: torch.Tensor, logits_q: torch.Tensor, mask: Optional[torch.T
     return logits_p.reshape(-1, vocab), logits_q.reshape(-1, vocab), rows_mask
 
 
-def _chunks(rows: int, vocab: int, chunk_rows: Optional[int]):
-    step = chunk_rows or max(1, CHUNK_ELEMENTS // max(vocab, 1))
+def _chunks(rows: int, vocab: int, chunk_rows: Optional[int], device=None):
+    elements = CPU_CHUNK_ELEMENTS if device is not None and torch.device(device).type == "cpu" else CHUNK_ELEMENTS
+    step = chunk_rows or max(1, elements // max(vocab, 1))
     return [(start, min(start + step, rows)) for start in range(0, rows, step)]
 
 
@@ -74,7 +78,7 @@ class _FusedSymmetricKL(torch.autograd.Function):
         dtype = _compute_dtype(a)
         total = torch.zeros((), dtype=dtype, device=a.device)
         log_z = torch.empty(2, a.size(0), 1, dtype=dtype, device=a.device)
-        for start, end in _chunks(a.size(0), a.size(1), chunk_rows):
+        for start, end in _chunks(a.size(0), a.size(1), chunk_rows, a.device):
             x, y = a[start:end].to(dtype), b[start:end].to(dtype)  # no copy when a, b have the compute dtype
             log_z_x = torch.logsumexp(x, dim=-1, keepdim=True, out=log_z[0, start:end])
             log_z_y = torch.logsumexp(y, dim=-1, keepdim=True, out=log_z[1, start:end])
@@ -99,7 +103,7 @@ class _FusedSymmetricKL(torch.autograd.Function):
         grad_b = torch.empty(b.shape, dtype=b.dtype, device=b.device) if need_b else None
         dtype = _compute_dtype(a)
         grad_total = grad_total.to(dtype)
-        for start, end in _chunks(a.size(0), a.size(1), ctx.chunk_rows):
+        for start, end in _chunks(a.size(0), a.size(1), ctx.chunk_rows, a.device):
             x, y = a[start:end], b[start:end]
             log_z_x, log_z_y = log_z[0, start:end], log_z[1, start:end]
             # D as (x - y) - (log Z_x - log Z_y), not as a difference of two log-probabilities, each rounded
@@ -124,7 +128,8 @@ def symmetric_kl(logits_p: torch.Tensor, logits_q: torch.Tensor, mask: Optional[
     Written as sum_v (p_v - q_v)(log p_v - log q_v): every term is >= 0, so the result is never negative
     (a difference of two ``kl_div`` calls can come out at -1e-9). Gradients flow into both arguments; masked
     rows get a zero gradient. Accumulated in fp32 whatever the logits' dtype (float64 stays float64).
-    ``chunk_rows`` overrides how many rows are worked on at once (default: CHUNK_ELEMENTS // V).
+    ``chunk_rows`` overrides how many rows are worked on at once (default: CHUNK_ELEMENTS // V, on the CPU
+    CPU_CHUNK_ELEMENTS // V).
     """
     a, b, rows_mask = _rows(logits_p, logits_q, mask)
     if a.size(0) == 0:

@@ -192,8 +192,10 @@ def test_fused_is_never_negative_and_zero_for_equal_inputs_at_scale():
         assert symmetric_kl(a, a + scale * torch.randn_like(a), chunk_rows=7).item() >= 0.0
 
 
-def test_chunks_follow_the_vocabulary_size(monkeypatch):
+def test_chunks_follow_the_vocabulary_size_and_the_device(monkeypatch):
     monkeypatch.setattr(divergence, "CHUNK_ELEMENTS", 100)
-    assert divergence._chunks(25, 10, None) == [(0, 10), (10, 20), (20, 25)]
-    assert divergence._chunks(3, 1000, None) == [(0, 1), (1, 2), (2, 3)]
-    assert divergence._chunks(5, 10, 4) == [(0, 4), (4, 5)]
+    monkeypatch.setattr(divergence, "CPU_CHUNK_ELEMENTS", 50)
+    assert divergence._chunks(25, 10, None, "cuda") == [(0, 10), (10, 20), (20, 25)]
+    assert divergence._chunks(12, 10, None, "cpu") == [(0, 5), (5, 10), (10, 12)]
+    assert divergence._chunks(3, 1000, None, "cpu") == [(0, 1), (1, 2), (2, 3)]
+    assert divergence._chunks(5, 10, 4, "cpu") == [(0, 4), (4, 5)]
