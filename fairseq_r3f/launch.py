@@ -559,20 +559,21 @@ def _epochs(updates: int, batch: int, size: int, cap: int = 0) -> str:
     return f"{e:.2f}"
 
 
-def metric_flags_supported(flags: List[str]) -> List[str]:
-    """The GLUE metric flags the installed fairseq's sentence_prediction criterion takes, by the toolchain's
-    ``supported_metric_flags`` where the package has one (imported only then: importing the package imports
-    fairseq)."""
-    for module in ("compat", "tools"):
-        path = os.path.join(USER_DIR, module + ".py")
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as f:
-                if "def supported_metric_flags(" not in f.read():
-                    continue
-            import importlib
+def metric_flags_supported(flags: List[str], settings: Optional["Settings"] = None) -> List[str]:
+    """The GLUE metric flags the installed fairseq's sentence_prediction criterion takes
+    (fairseq_r3f.compat.supported_metric_flags; with the plugin loaded, all of them on every supported fairseq).
+    A dry run prints the table's flags without asking (that imports fairseq: seconds); a launch asks, and a flag
+    it drops is named in a note."""
+    if not flags or (settings is not None and settings.dry_run):
+        return list(flags)
+    from fairseq_r3f.compat import supported_metric_flags
 
-            return list(importlib.import_module(f"fairseq_r3f.{module}").supported_metric_flags(flags))
-    return flags
+    kept = list(supported_metric_flags(flags))
+    dropped = [flag for flag in flags if flag not in kept]
+    if dropped and settings is not None:
+        settings.notes.append(f"# note: the installed fairseq's sentence_prediction has no {' '.join(dropped)}: "
+                              f"its metric is not logged (update fairseq, or the plugin)")
+    return kept
 
 
 def plan_glue(args: List[str], settings: Settings, tables: Tables) -> Plan:
@@ -633,7 +634,7 @@ def plan_glue(args: List[str], settings: Settings, tables: Tables) -> Plan:
         method_flags = []
     valid = task_value("valid_subsets")
     metric_flags = task_value("metric_flags")
-    task_flags = [] if metric_flags == "-" else metric_flags_supported(metric_flags.split())
+    task_flags = [] if metric_flags == "-" else metric_flags_supported(metric_flags.split(), settings)
     per_gpu, effective = split_batch(settings, batch)
     max_positions = glue_value("max_positions")
     pretrained = [] if settings.tiny else ["--finetune-from-model", settings.env.get("ROBERTA_PATH", "")]
