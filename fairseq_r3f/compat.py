@@ -14,6 +14,9 @@ import dataclasses
 from typing import List, Sequence
 
 METRIC_FLAG_FIELDS = ("report_mcc", "report_acc_and_f1", "report_pearson_and_spearman")
+# fairseq's own config class of each criterion the plugin extended in place: what plain fairseq reads (the export
+# writes only its fields).
+FAIRSEQ_OWN_CRITERION_CONFIGS = {}
 
 
 def _sentence_prediction_fields() -> set:
@@ -42,6 +45,7 @@ def add_glue_metrics_where_missing() -> bool:
     from hydra.core.config_store import ConfigStore
 
     base_config, base_criterion = module.SentencePredictionConfig, module.SentencePredictionCriterion
+    FAIRSEQ_OWN_CRITERION_CONFIGS["sentence_prediction"] = base_config
 
     @dataclasses.dataclass
     class SentencePredictionConfig(base_config):

@@ -35,6 +35,7 @@ from fairseq.tasks import TASK_DATACLASS_REGISTRY, TASK_REGISTRY
 
 import fairseq_r3f  # noqa: F401  (registers the plugin's components, allows fairseq checkpoints to load)
 from fairseq_r3f.models.sn_head import SpectralNormLinear
+from fairseq_r3f.compat import FAIRSEQ_OWN_CRITERION_CONFIGS
 
 PLAIN_ARCH = {
     "roberta_sn_base": "roberta_base",
@@ -132,7 +133,12 @@ def plain_config(cfg: Dict) -> Dict:
     cfg = dict(cfg)
     _refuse_other_plugin_components(cfg)
     cfg["criterion"], criterion_only = _plain_component(
-        cfg["criterion"], PARENT_CRITERION, CRITERION_DATACLASS_REGISTRY)
+        cfg["criterion"], PARENT_CRITERION, {**CRITERION_DATACLASS_REGISTRY, **FAIRSEQ_OWN_CRITERION_CONFIGS})
+    own = FAIRSEQ_OWN_CRITERION_CONFIGS.get(cfg["criterion"].get("_name"))
+    if own is not None:  # fairseq's criterion with options the plugin added to it (compat): plain fairseq's only
+        added = set(cfg["criterion"]) - _field_names(own) - {"_name"}
+        cfg["criterion"] = {k: v for k, v in cfg["criterion"].items() if k not in added}
+        criterion_only = criterion_only | added
     cfg["task"], task_only = _plain_component(cfg["task"], PARENT_TASK, TASK_DATACLASS_REGISTRY)
     cfg["common"] = {**cfg["common"], "user_dir": None}
 

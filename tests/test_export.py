@@ -111,7 +111,10 @@ def test_plain_fairseq_cannot_load_the_original(toy_task, r4f, tmp_path):
     proc, _ = plain_fairseq(tmp_path, "validate", *validate_args(toy_task, r4f[0], "sentence_prediction"),
                             check=False)
     assert proc.returncode != 0
-    assert "argparse.Namespace" in proc.stderr or "roberta_sn_base" in proc.stderr
+    # fairseq 0.12.2 stops at the unknown architecture too, but its build_model fails while formatting its own
+    # message (an IndexError on the line that lists MODEL_DATACLASS_REGISTRY)
+    assert "argparse.Namespace" in proc.stderr or "roberta_sn_base" in proc.stderr or \
+        ("IndexError" in proc.stderr and "MODEL_DATACLASS_REGISTRY" in proc.stderr)
 
 
 def test_r4f_export_scores_like_the_original_without_the_plugin(toy_task, r4f, tmp_path):
