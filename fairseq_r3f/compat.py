@@ -28,10 +28,13 @@ def _sentence_prediction_fields() -> set:
 def supported_metric_flags(flags: Sequence[str]) -> List[str]:
     """The flags among ``flags`` (``--report-mcc``, ...) that fairseq's ``sentence_prediction`` takes once the
     plugin is loaded (on every fairseq the plugin supports: all three GLUE metric flags)."""
+    names = [flag.lstrip("-").replace("-", "_") for flag in flags]
+    if all(name in METRIC_FLAG_FIELDS for name in names):
+        return list(flags)  # the plugin adds them where fairseq lacks them: no need to import fairseq to know
     import fairseq_r3f  # noqa: F401  (adds the metric options where fairseq lacks them)
 
     fields = _sentence_prediction_fields()
-    return [flag for flag in flags if flag.lstrip("-").replace("-", "_") in fields]
+    return [flag for flag, name in zip(flags, names) if name in fields]
 
 
 def add_glue_metrics_where_missing() -> bool:
