@@ -26,7 +26,15 @@ summarization) or of another --config are skipped with a note and never written 
 A run's RUN/bleu-test/bleu.json is reused only when it was computed under the same key: the checkpoint's
 fingerprint (size, modification time, inode and the sha256 of its first and last MB), the sha256 of
 --references, the tokenizer, the decoding settings and generate flags after ``--``, the subset, the batch size,
-the device, and the plugin's and fairseq's versions. Any change generates and scores again.
+the device, the BLEU (below), and the plugin's and fairseq's versions. Any change generates and scores again.
+
+``--bleu tokenized`` scores instead as the published IWSLT'14 numbers are scored (fairseq's translation README,
+R-Drop), for data made by ``preprocess/translation.py --tokenization moses``: fairseq-generate removes the
+subword-nmt BPE (``--remove-bpe``), and fairseq_r3f.evaluation.tokenized_bleu scores the rank-1 hypotheses
+against the ``T-`` references of the same output (Moses-tokenised, lowercased) after compound splitting, as
+``compound_split_bleu.sh`` + ``fairseq-score`` do. --references (OUT/raw/test.TGT) then gives the number of test
+sentences and enters the key. The table says which BLEU it holds, under the table and in its json ("bleu"); the
+two are not comparable (tokenised, lowercased BLEU is usually higher).
 """
 
 import argparse
@@ -41,6 +49,14 @@ from fairseq_r3f.preprocess.files import DataError, read_lines
 from fairseq_r3f.tools import USER_DIR, fairseq_command, read_table
 
 METHOD_ORDER = ("std", "r3f", "drop")
+BLEU_CHOICES = ("sacrebleu", "tokenized")
+# the line under a table, and its json's "bleu_description"
+BLEU_DESCRIPTIONS = {
+    "sacrebleu": "sacrebleu on detokenised, cased text",
+    "tokenized": "tokenised BLEU-4 (fairseq-score after compound splitting, as fairseq's compound_split_bleu.sh) on "
+                 "Moses-tokenised, lowercased text, as fairseq's translation README and R-Drop report IWSLT'14; not "
+                 "comparable with sacrebleu",
+}
 
 
 class EvaluationError(Exception):
@@ -86,7 +102,8 @@ def hypothesis_cleaner(target_lang: Optional[str]):
 
 
 def generate(checkpoint: str, data_bin: str, settings: Dict[str, str], output_dir: str, expected: int,
-             subset: str = "test", batch_size: int = 128, extra: Sequence[str] = ()) -> List[str]:
+             subset: str = "test", batch_size: int = 128, extra: Sequence[str] = (),
+             remove_bpe: Sequence[str] = ("--remove-bpe", "sentencepiece")) -> List[str]:
     """Runs fairseq-generate; returns the hypotheses in test-set order (writes them to OUTPUT/SUBSET.hyp)."""
     import torch
 
@@ -96,7 +113,7 @@ def generate(checkpoint: str, data_bin: str, settings: Dict[str, str], output_di
         *(["--langs", settings["langs"]] if settings["langs"] != "-" else []),
         "--gen-subset", subset, "--beam", settings["beam"], "--lenpen", settings["lenpen"],
         "--max-len-a", settings["max_len_a"], "--max-len-b", settings["max_len_b"],
-        "--remove-bpe", "sentencepiece", "--batch-size", str(batch_size), "--required-batch-size-multiple", "1",
+        *remove_bpe, "--batch-size", str(batch_size), "--required-batch-size-multiple", "1",
         *(["--fp16"] if torch.cuda.is_available() else ["--cpu"]), *extra,
     ]
     os.makedirs(output_dir, exist_ok=True)
@@ -113,22 +130,53 @@ def evaluation_key(args, settings: Dict[str, str], checkpoint: str, extra: Seque
     under the same key."""
     import torch
 
+    tokenized = getattr(args, "bleu", "sacrebleu") == "tokenized"
     return generation.evaluation_key(
         checkpoint, args.references, subset=args.subset, batch_size=args.batch_size, settings=settings,
-        tokenize=settings["sacrebleu_tokenize"], generate_flags=list(extra),
+        tokenize="compound-split, fairseq-score" if tokenized else settings["sacrebleu_tokenize"],
+        bleu=getattr(args, "bleu", "sacrebleu"), generate_flags=list(extra),
         device="cuda-fp16" if torch.cuda.is_available() else "cpu")
 
 
 def evaluate(args, settings: Dict[str, str], references: List[str], checkpoint: str, output_dir: str,
              extra: Sequence[str]) -> Dict:
     key = evaluation_key(args, settings, checkpoint, extra)
+    tokenized = getattr(args, "bleu", "sacrebleu") == "tokenized"
     hypotheses = generate(checkpoint, args.data_bin, settings, output_dir, len(references), args.subset,
-                          args.batch_size, extra)
-    result = {"checkpoint": checkpoint, **score(hypotheses, references, settings["sacrebleu_tokenize"]),
+                          args.batch_size, extra, ["--remove-bpe"] if tokenized else ["--remove-bpe", "sentencepiece"])
+    if tokenized:
+        from fairseq_r3f.evaluation import tokenized_bleu
+
+        with open(os.path.join(output_dir, f"generate-{args.subset}.txt"), encoding="utf-8") as f:
+            scored = tokenized_bleu.score_generate_output(f.readlines())
+    else:
+        scored = score(hypotheses, references, settings["sacrebleu_tokenize"])
+    result = {"checkpoint": checkpoint, **scored, "bleu_kind": "tokenized" if tokenized else "sacrebleu",
               "empty_hypotheses": sum(not h for h in hypotheses), "key": key}
     with open(os.path.join(output_dir, "bleu.json"), "w") as f:
         json.dump(result, f, indent=1)
     return result
+
+
+def data_tokenization(data_bin: str) -> str:
+    """moses for a bin/ folder of preprocess/translation.py --tokenization moses (its BPE codes, no sentencepiece
+    model), else sentencepiece."""
+    if os.path.isfile(os.path.join(data_bin, "code")) and not os.path.isfile(
+            os.path.join(data_bin, "sentencepiece.model")):
+        return "moses"
+    return "sentencepiece"
+
+
+def check_tokenization(bleu: str, data_bin: str, parser) -> None:
+    """Tokenised BLEU needs the Moses/BPE data (its T- lines are tokenised, lowercased text); sacrebleu needs
+    detokenised output, which the Moses data cannot give."""
+    tokenization = data_tokenization(data_bin)
+    if bleu == "tokenized" and tokenization != "moses":
+        parser.error(f"--bleu tokenized scores the data of preprocess/translation.py --tokenization moses; "
+                     f"{data_bin} is sentencepiece data (score it with the default --bleu sacrebleu)")
+    if bleu == "sacrebleu" and tokenization == "moses":
+        parser.error(f"{data_bin} holds Moses-tokenised, lowercased BPE data (--tokenization moses): its output is "
+                     f"not detokenised text for sacrebleu; pass --bleu tokenized")
 
 
 def translation_configs() -> List[str]:
@@ -191,7 +239,8 @@ def results_table(rows: List[Dict]) -> List[Dict]:
     return lines
 
 
-def markdown(lines: List[Dict], signature: str, left_out: Sequence[Dict] = (), warnings: Sequence[str] = ()) -> str:
+def markdown(lines: List[Dict], signature: str, left_out: Sequence[Dict] = (), warnings: Sequence[str] = (),
+             bleu_kind: str = "sacrebleu") -> str:
     out = ["| method | configuration | seeds | BLEU mean | std | per seed |", "|---|---|---|---|---|---|"]
     for line in lines:
         std = "-" if line["std"] is None else f"{line['std']:.2f}"
@@ -200,7 +249,7 @@ def markdown(lines: List[Dict], signature: str, left_out: Sequence[Dict] = (), w
         planned = line.get("planned_seeds", count)
         out.append(f"| {line['method']} | {line['config']} | {count if planned == count else f'{count}/{planned}'} | "
                    f"{line['mean']:.2f} | {std} | {seeds} |")
-    text = "\n".join(out) + f"\n\nsacrebleu {signature}\n"
+    text = "\n".join(out) + f"\n\nBLEU: {BLEU_DESCRIPTIONS[bleu_kind]}; {signature}\n"
     if left_out:
         text += f"\nNot in the table ({len(left_out)}):\n" + "".join(
             f"{item['folder']}: {item['status']} ({item['reason']})\n" for item in left_out)
@@ -252,10 +301,11 @@ def score_runs(args, settings, references, extra) -> int:
                                   f"  {item['folder']}: {item['status']} ({item['reason']})" for item in left_out))
     signatures = sorted({row["signature"] for row in rows})
     lines = results_table(rows)
-    text = markdown(lines, " / ".join(signatures), left_out, warnings)
+    text = markdown(lines, " / ".join(signatures), left_out, warnings, args.bleu)
     base = os.path.join(args.runs, f"bleu-{args.subset}")
     with open(base + ".json", "w") as f:
-        json.dump({"config": args.config, "subset": args.subset, "signature": signatures, "table": lines,
+        json.dump({"config": args.config, "subset": args.subset, "bleu": args.bleu,
+                   "bleu_description": BLEU_DESCRIPTIONS[args.bleu], "signature": signatures, "table": lines,
                    "runs": rows, "not_in_table": [{k: v for k, v in item.items() if k != "run"} for item in left_out],
                    "warnings": warnings}, f, indent=1)
     with open(base + ".md", "w") as f:
@@ -295,6 +345,9 @@ def main(argv=None) -> int:
     parser.add_argument("--subset", default="test")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--tokenize", help="sacrebleu tokenizer (default: the config's, else 13a)")
+    parser.add_argument("--bleu", choices=BLEU_CHOICES, default="sacrebleu",
+                        help="sacrebleu on detokenised text (default), or tokenized: tokenised BLEU after compound "
+                             "splitting, for data of preprocess/translation.py --tokenization moses")
     parser.add_argument("--output-dir", default=".", help="with --checkpoint: hypotheses, generation log, bleu.json")
     args = parser.parse_args(argv)
 
@@ -305,7 +358,12 @@ def main(argv=None) -> int:
             parser.error(f"--references {args.references}: no such file (OUT/raw/test.TGT of "
                          f"preprocess/translation.py)")
         references = read_lines(args.references)
+        if args.bleu == "tokenized" and args.tokenize:
+            parser.error("--tokenize is sacrebleu's: --bleu tokenized scores whitespace tokens (drop --tokenize)")
         if args.hypotheses:
+            if args.bleu == "tokenized":
+                parser.error("--bleu tokenized scores a fairseq-generate output: use python -m "
+                             "fairseq_r3f.evaluation.tokenized_bleu GENERATE_OUTPUT, or --checkpoint / --runs")
             if args.checkpoint or args.runs:
                 parser.error("--hypotheses scores a file: leave out --checkpoint and --runs")
             if not os.path.isfile(args.hypotheses):
@@ -328,6 +386,7 @@ def main(argv=None) -> int:
                                                           ("target_lang", args.target_lang)) if value})
         if args.tokenize:
             settings["sacrebleu_tokenize"] = args.tokenize
+        check_tokenization(args.bleu, args.data_bin, parser)
         if args.runs:
             return score_runs(args, settings, references, extra)
         result = evaluate(args, settings, references, args.checkpoint, args.output_dir, extra)
