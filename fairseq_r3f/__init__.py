@@ -37,6 +37,7 @@ with quiet_fairseq_import():
     from fairseq_r3f import compat
 
     compat.add_glue_metrics_where_missing()  # before the criteria that extend fairseq's sentence_prediction
+    compat.keep_encoder_layers_off_a_broken_fast_path()
 
     from fairseq_r3f import criterions, models, tasks  # noqa: F401
 

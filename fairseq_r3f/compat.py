@@ -268,3 +268,48 @@ def fill_architecture_defaults_where_omegaconf_hides_them() -> bool:
         if not getattr(arch_fn, "fills_defaults_through_a_namespace", False):
             ARCH_CONFIG_REGISTRY[name] = _through_a_namespace(arch_fn, ARCH_MODEL_REGISTRY.get(name))
     return True
+
+
+# -- fairseq 0.12.2's BetterTransformer inference path ------------------------------------------------------------
+#
+# fairseq 0.12.2's encoder layer, in a process that loaded a checkpoint and never trained (fairseq-generate,
+# fairseq-validate, the hub), runs torch._transformer_encoder_layer_fwd with the padding mask but no mask type.
+# torch >= 1.13 needs the mask type with a mask: every padded batch stops with "Mask Type should be defined".
+# Where fairseq calls the kernel so and torch's kernel takes a mask type, the plugin keeps those layers on their
+# ordinary forward (the one training uses): the same weights, the same results, only without the fused kernel.
+
+
+def _bettertransformer_call_lacks_the_mask_type(layer_class) -> bool:
+    import inspect
+
+    import torch
+
+    try:
+        source = inspect.getsource(layer_class.forward)
+        schemas = torch._C._jit_get_schemas_for_operator("aten::_transformer_encoder_layer_fwd")
+    except Exception:  # no source, or no such kernel: nothing to keep off
+        return False
+    return "_transformer_encoder_layer_fwd" in source and "mask_type" not in source and \
+        any("mask_type" in str(schema) for schema in schemas)
+
+
+def keep_encoder_layers_off_a_broken_fast_path() -> bool:
+    """Turns off fairseq's BetterTransformer inference path where it cannot work (see above). True if it did."""
+    import functools
+
+    from fairseq.modules import transformer_layer
+
+    layer_class = getattr(transformer_layer, "TransformerEncoderLayerBase", None)
+    if layer_class is None or getattr(layer_class.__init__, "keeps_the_ordinary_forward", False) or \
+            not _bettertransformer_call_lacks_the_mask_type(layer_class):
+        return False
+    original_init = layer_class.__init__
+
+    @functools.wraps(original_init)
+    def __init__(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        self.can_use_fastpath = False  # read by the layer and by the encoder (which also re-lays out the batch)
+
+    __init__.keeps_the_ordinary_forward = True
+    layer_class.__init__ = __init__
+    return True

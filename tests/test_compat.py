@@ -99,3 +99,23 @@ def test_an_argparse_era_architecture_gets_its_defaults_from_a_hydra_config():
     assert (built.encoder.layers, built.decoder.layers, built.encoder.ffn_embed_dim) == (12, 12, 4096)
     assert cfg.activation_fn == "gelu" and cfg.dropout == 0.1  # the architecture's default; the config's value
     assert getattr(cfg, "base_layers", 0) == 0  # as fairseq's trainer reads it
+
+
+def test_a_loaded_model_predicts_padded_batches_as_the_model_it_was_saved_from(toy_task):
+    """What fairseq-generate/-validate do: load weights into a fresh model and predict in eval mode. fairseq 0.12.2
+    then took a fused BetterTransformer path that fails on padded batches with torch >= 1.13 (the plugin keeps its
+    layers on the ordinary forward); on every fairseq the predictions equal those of the saved model."""
+    from conftest import first_batch
+
+    task, model, _ = build_in_process(toy_task, *NO_DROPOUT)
+    _, loaded, _ = build_in_process(toy_task, *NO_DROPOUT)
+    loaded.load_state_dict(model.state_dict())
+    batch = first_batch(task)
+    assert batch["net_input"]["src_tokens"].eq(task.source_dictionary.pad()).any()  # a padded batch
+    model.eval(), loaded.eval()
+    with torch.no_grad():
+        expected = model(**batch["net_input"], features_only=True,
+                         classification_head_name="sentence_classification_head")[0]
+        got = loaded(**batch["net_input"], features_only=True,
+                     classification_head_name="sentence_classification_head")[0]
+    assert torch.allclose(got, expected, atol=1e-6), (got - expected).abs().max()
