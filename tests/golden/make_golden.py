@@ -191,7 +191,8 @@ def cases(paths):
 
 
 def normalise(text, root):
-    return text.replace(root, "{ROOT}").replace(REPO, "{REPO}").replace(BIN, "{BIN}")
+    # BIN first: it lies inside REPO when the interpreter is a virtual environment of the checkout (.venv/, ...)
+    return text.replace(root, "{ROOT}").replace(BIN, "{BIN}").replace(REPO, "{REPO}")
 
 
 def environment(env):
