@@ -1,7 +1,7 @@
 # `make demo` and `make test` each do the whole set-up first (scripts/install.sh creates .venv/ once).
 PY := .venv/bin/python
 
-.PHONY: install demo test test-fast lint configs
+.PHONY: install demo test test-fast test-official lint configs
 install:
 	bash scripts/install.sh
 
@@ -15,6 +15,10 @@ test: install
 # unit and property tests only, in-process (under a minute)
 test-fast: install
 	$(PY) -m pytest -q -m "not slow" tests
+
+# CI's third job: official fairseq 0.12.2 + torch 1.13.1 on Python 3.10, built into .venv-official/ (see .ci/run)
+test-official:
+	bash .ci/run official
 
 lint: install
 	$(PY) -m ruff check .
