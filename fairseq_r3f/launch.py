@@ -55,10 +55,16 @@ RECIPES = ("glue", "xnli", "summarization", "translation")
 USER_DIR = os.path.dirname(os.path.abspath(__file__))
 HPARAMS = os.path.join(USER_DIR, "hparams")
 GLUE_TASKS_ORDER = "MNLI QNLI QQP SST-2 RTE MRPC CoLA STS-B"
-GLUE_METHODS = ("std", "std++", "r3f", "r4f", "smart", "freelb")
+GLUE_METHODS = ("std", "std++", "r3f", "r4f", "smart", "freelb", "r3f-released", "r4f-released", "smart-released")
+# The authors' released configurations (hparams/glue_released.tsv, glue.tsv's smart_released_*): never the paper's
+# r3f / r4f / smart, whose names they carry with "-released" in every label and table.
+RELEASED_METHODS = ("r3f-released", "r4f-released", "smart-released")
 XNLI_LANGUAGES = "en fr es de el bg ru tr ar vi th zh hi sw ur"
 
-# method -> (criterion, fairseq task or None: the recipe's, spectrally normalised head)
+# method -> (criterion, fairseq task or None: the recipe's, spectrally normalised head: True for R4F's (every
+# head matrix, the plugin's *_sn_* architectures), OUTPROJ_HEAD for fairseq's released one (--spectral-norm-
+# classification-head: out_proj only, the plugin's *_sn_outproj_* architectures), False for a plain head)
+OUTPROJ_HEAD = "outproj"
 SENTENCE_METHODS = {
     "std": ("sentence_prediction", None, False),
     "std++": ("sentence_prediction", None, False),
@@ -66,6 +72,9 @@ SENTENCE_METHODS = {
     "r4f": ("sentence_prediction_r3f", None, True),
     "smart": ("sentence_prediction_smart", None, False),
     "freelb": ("sentence_prediction_freelb", "sentence_prediction_freelb", False),
+    "r3f-released": ("sentence_prediction_r3f", None, False),
+    "r4f-released": ("sentence_prediction_r3f", None, OUTPROJ_HEAD),
+    "smart-released": ("sentence_prediction_smart", None, False),
 }
 SEQ2SEQ_CRITERION = "label_smoothed_cross_entropy_r3f"
 # Flags where inf has a documented meaning (an unconstrained FreeLB ball).
@@ -140,13 +149,26 @@ def has_flag(flags: Sequence[str], name: str) -> bool:
 
 
 def is_sn_arch(arch: str) -> bool:
-    return "_sn_" in arch
+    """R4F's head (the plugin's roberta_sn_* / bart_sn_*); fairseq's released out_proj-only head is not it."""
+    return "_sn_" in arch and not is_outproj_sn_arch(arch)
+
+
+def is_outproj_sn_arch(arch: str) -> bool:
+    """The released head of fairseq's --spectral-norm-classification-head (roberta_sn_outproj_* /
+    bart_sn_outproj_*): R4F-released's, never R4F's."""
+    return "_sn_outproj_" in arch
+
+
+def head_of_arch(arch: str):
+    """The head an architecture has, as SENTENCE_METHODS names it: True (R4F's), OUTPROJ_HEAD or False."""
+    return OUTPROJ_HEAD if is_outproj_sn_arch(arch) else is_sn_arch(arch)
 
 
 def sn_arch(arch: str) -> str:
     """roberta_large -> roberta_sn_large, bart_base -> bart_sn_base (the plugin's R4F architectures)."""
     if is_sn_arch(arch):
         return arch
+    arch = plain_arch(arch)
     for family in ("roberta", "bart"):
         if arch.startswith(family + "_"):
             return family + "_sn_" + arch[len(family) + 1:]
@@ -157,7 +179,8 @@ def sn_arch(arch: str) -> str:
 
 
 def plain_arch(arch: str) -> str:
-    return arch.replace("_sn_", "_", 1)
+    """roberta_sn_large and roberta_sn_outproj_large -> roberta_large."""
+    return arch.replace("_sn_outproj_", "_", 1).replace("_sn_", "_", 1)
 
 
 def check_finite(flags: Sequence[str], where: str) -> None:
@@ -466,16 +489,23 @@ def check_overrides(settings: Settings, method: str, criterion: str, task: str, 
     that contradict the configuration (their environment variable sets them). ``configured``: flag ->
     (variable, values)."""
     value = flag_value(args, "--arch")
-    if value is not None:
-        if method == "r4f" and "_sn_" not in value:
+    head = SENTENCE_METHODS.get(method, (None, None, False))[2]
+    if value is not None and head_of_arch(value) != head:
+        if is_outproj_sn_arch(value):
+            fail(f"--arch {value} is fairseq's released head (out_proj only), not {method}'s: use --arch "
+                 f"{plain_arch(value)}, or METHOD r4f-released (which runs it)")
+        if head == OUTPROJ_HEAD:
+            fail(f"--arch {value} drops {method}'s released head (out_proj only): use --arch "
+                 f"{plain_arch(value).replace('_', '_sn_outproj_', 1)}, or METHOD r3f-released")
+        if head and "_sn_" not in value:
             fail(f"--arch {value} drops R4F's spectrally normalised head: use --arch {value.replace('_', '_sn_', 1)}, "
                  f"or METHOD r3f")
-        elif method != "r4f" and "_sn_" in value:
-            fail(f"--arch {value} adds R4F's spectrally normalised head to {method}: use --arch "
-                 f"{value.replace('_sn_', '_', 1)}, or METHOD r4f")
+        fail(f"--arch {value} adds R4F's spectrally normalised head to {method}: use --arch "
+             f"{value.replace('_sn_', '_', 1)}, or METHOD r4f")
     if has_flag(args, "--spectral-norm-classification-head"):
         fail(f"--spectral-norm-classification-head (fairseq's: out_proj only) is not {method}: use METHOD r4f, "
-             f"whose architecture normalises every head matrix")
+             f"whose architecture normalises every head matrix, or METHOD r4f-released (fairseq's out_proj-only "
+             f"head, as roberta_sn_outproj_large)")
     value = flag_value(args, "--criterion")
     if value is not None and value != criterion:
         if seq2seq:
@@ -584,7 +614,8 @@ def plan_glue(args: List[str], settings: Settings, tables: Tables) -> Plan:
     if task not in tables.rows(tasks_tsv)[1]:
         die(f"unknown TASK {task}: choose {GLUE_TASKS_ORDER}")
     if method not in GLUE_METHODS:
-        die(f"unknown METHOD {method}: choose std, std++, r3f, r4f, smart or freelb")
+        die(f"unknown METHOD {method}: choose std, std++, r3f, r4f, smart, freelb, or the authors' released "
+            f"r3f-released, r4f-released (RTE), smart-released")
     data_dir = settings.env.get("DATA_DIR", "")
     data = f"{data_dir}/{task}-bin"
     require_dir("DATA_DIR", data_dir, "the output folder of preprocess/glue.py")
@@ -594,6 +625,8 @@ def plan_glue(args: List[str], settings: Settings, tables: Tables) -> Plan:
     if not settings.tiny:
         require_file("ROBERTA_PATH", settings.env.get("ROBERTA_PATH", ""),
                      "the RoBERTa-large checkpoint, model.pt of roberta.large.tar.gz")
+    if method in ("r3f-released", "r4f-released"):
+        return plan_glue_rxf_released(task, method, args, settings, tables, data)
 
     def task_value(column):
         return tables.get(tasks_tsv, task, column)
@@ -661,15 +694,21 @@ def plan_glue(args: List[str], settings: Settings, tables: Tables) -> Plan:
         axes.append(grid("lr", "--lr", "lr", lr, "std_lr_grid"))
     elif uses_r3f:
         axes += r3f_axes(r3f) + [Axis("lr", "--lr", "!", [lr])]
-    elif method == "smart":
-        axes.append(grid("smart_lambda", "--smart-lambda", "lambda", glue_value("smart_lambda"), "smart_lambda_grid"))
+    elif method in ("smart", "smart-released"):
+        # smart-released: glue.tsv's smart_released_* (mt-dnn's train.py defaults), the same budget and grid
+        row = "smart_released_" if method == "smart-released" else "smart_"
+        if method == "smart-released":
+            axes.append(Axis("smart_variant", "--smart-variant", "!", [glue_value("smart_released_variant")]))
+        axes.append(grid("smart_lambda", "--smart-lambda", "lambda", glue_value(row + "lambda"), "smart_lambda_grid"))
         axes.append(grid("lr", "--lr", "lr", lr, "smart_lr_grid"))
         for name in ("steps", "step_size", "eps", "init", "norm"):
-            axes.append(Axis(f"smart_{name}", f"--smart-{name.replace('_', '-')}", "!", [glue_value(f"smart_{name}")]))
+            axes.append(Axis(f"smart_{name}", f"--smart-{name.replace('_', '-')}", "!", [glue_value(row + name)]))
     else:
+        # single runs: the task's published FreeLB settings (freelb_tasks.tsv); SWEEP=1: glue.tsv's grids
+        published = {"steps": "adv_steps", "step_size": "adv_lr", "init_mag": "init_mag", "max_norm": "max_norm"}
         for name in ("steps", "step_size", "init_mag", "max_norm"):
             axes.append(grid(f"freelb_{name}", f"--freelb-{name.replace('_', '-')}", name.replace("_", ""),
-                             glue_value(f"freelb_{name}"), f"freelb_{name}_grid"))
+                             tables.get("freelb_tasks.tsv", task, published[name]), f"freelb_{name}_grid"))
         axes.append(Axis("freelb_norm", "--freelb-norm", "!", [glue_value("freelb_norm")]))
         axes.append(Axis("lr", "--lr", "!", [lr]))
     if not uses_r3f:  # labels without a flag: no R3F term
@@ -686,6 +725,88 @@ def plan_glue(args: List[str], settings: Settings, tables: Tables) -> Plan:
 
     plan = Plan("glue", launch, notes=notes, overrides=list(args), swept=swept)
     sentence_runs(plan, f"{save_root}/{task}/{method}", configs, seeds, label, search, command)
+    return plan
+
+
+def plan_glue_rxf_released(task: str, method: str, args: List[str], settings: Settings, tables: Tables,
+                           data: str) -> Plan:
+    """METHOD r3f-released / r4f-released: the command of fairseq's examples/rxf/README.md, every value from
+    hparams/glue_released.tsv (r4f-released on fairseq's out_proj-only head). It exists for RTE only; flags the
+    README leaves out are left out (no --max-update: the run ends at --max-epoch; no --shorten-method, except on
+    TINY=1's 64 positions)."""
+    tsv = "glue_released.tsv"
+
+    def value(row):
+        return tables.get(tsv, row, method)
+
+    paper = method[:3]
+    if task != value("task"):
+        die(f"{method} is the authors' released command for {value('task')} only (fairseq examples/rxf/README.md); "
+            f"none was released for {task}: run METHOD {paper} (the paper's tables) there")
+    if settings.sweep:
+        die(f"SWEEP=1: {method} is one released configuration, not a search; run it without SWEEP=1 (or search "
+            f"with METHOD {paper})")
+    for variable in ("R3F_LAMBDA", "NOISE_TYPE", "R3F_EPS", "LAMBDAS", "NOISE_TYPES"):
+        if settings.env.get(variable):
+            die(f"{variable}={settings.env[variable]} would change {method}'s released command ({tables.path(tsv)}): "
+                f"unset it, or run METHOD {paper}")
+    seeds = seeds_of(settings, int(value("seeds")))
+    settings.sweep_size = settings.sweep_size or "1"
+    settings.check_launch()
+    notes = settings.notes
+    settings.fp16_note(notes)
+    criterion, _, head = SENTENCE_METHODS[method]
+    r3f = R3FSettings([value("r3f_lambda")], [value("noise_type")], value("eps"), value("eps"))
+    for name, released in (("--r3f-lambda", value("r3f_lambda")), ("--noise-type", value("noise_type")),
+                           ("--eps", value("eps"))):
+        given = flag_value(args, name)
+        if given is not None and not same_value(given, released):
+            fail(f"{name} {given} changes {method}'s released command ({name} {released}, {tables.path(tsv)}): drop "
+                 f"it, or run METHOD {paper} with that setting")
+    check_overrides(settings, method, criterion, "sentence_prediction", True, {
+        "--r3f-lambda": ("R3F_LAMBDA", r3f.lambdas), "--noise-type": ("NOISE_TYPE", r3f.noise_types),
+        "--eps": ("R3F_EPS", [r3f.eps])}, args)
+    launch, dist = settings.launch_prefix()
+    shared = settings.shared_flags()
+    per_gpu, effective = split_batch(settings, int(value("batch_size")))
+    arch, max_positions = value("arch"), value("max_positions")
+    total, warmup, max_epoch = value("total_num_update"), value("warmup_updates"), value("max_epoch")
+    budget = ["--total-num-update", total, "--warmup-updates", warmup, "--max-epoch", max_epoch]
+    pretrained = [] if settings.tiny else ["--finetune-from-model", settings.env.get("ROBERTA_PATH", "")]
+    model: List[str] = []
+    if settings.tiny:
+        arch = arch.replace("large", "base", 1)
+        model = tables.get("tiny.tsv", "roberta", "flags").split()
+        max_positions = "64"
+        budget = ["--total-num-update", settings.tiny_updates, "--warmup-updates", "1", "--max-epoch", max_epoch,
+                  "--max-update", settings.tiny_updates, "--shorten-method", "truncate"]
+    train_size = int(tables.get("glue_tasks.tsv", task, "train_size"))
+    notes.append(f"# {task} {method} (fairseq examples/rxf/README.md, not the paper's {paper}): lr {value('lr')}, "
+                 f"{total} updates planned by the schedule ({warmup} warm-up), ending at {max_epoch} epochs; "
+                 f"effective batch {effective} = {settings.world_size} GPU(s) x {per_gpu} x update-freq "
+                 f"{settings.update_freq} (BATCH_READING={settings.batch_reading}): "
+                 f"{_epochs(int(total), effective, train_size)} epochs of {train_size} at {total} updates")
+    axes = r3f_axes(r3f) + [Axis("lr", "--lr", "!", [value("lr")])]
+    configs, search, swept = search_grid(settings, method, axes, args, notes)
+    metric = value("metric")
+    label = {"task": task, "method": method, "metric": metric, "valid_subsets": "valid",
+             "batch_reading": settings.batch_reading, "effective_batch": effective,
+             "released": f"fairseq examples/rxf/README.md ({tables.path(tsv)})"}
+
+    def command(config_flags, seed, run_dir):
+        return [data, *pretrained, "--max-positions", max_positions, "--batch-size", str(per_gpu), "--max-tokens",
+                value("max_tokens"), "--task", "sentence_prediction", "--init-token", "0", "--separator-token", "2",
+                "--arch", arch, *model, "--criterion", criterion, "--num-classes", value("num_classes"), "--dropout",
+                value("dropout"), "--attention-dropout", value("attention_dropout"), "--weight-decay",
+                value("weight_decay"), "--optimizer", "adam", "--adam-betas", value("adam_betas"), "--adam-eps",
+                value("adam_eps"), "--clip-norm", value("clip_norm"), "--lr-scheduler", value("lr_scheduler"),
+                *budget, *value("flags").split(), "--best-checkpoint-metric", metric,
+                "--maximize-best-checkpoint-metric", *config_flags, "--seed", seed, "--save-dir", run_dir,
+                *shared, *dist, *args]
+
+    plan = Plan("glue", launch, notes=notes, overrides=list(args), swept=swept)
+    sentence_runs(plan, f"{settings.text('SAVE_ROOT', 'runs/glue')}/{task}/{method}", configs, seeds, label, search,
+                  command)
     return plan
 
 
@@ -896,7 +1017,8 @@ def plan_translation(args: List[str], settings: Settings, tables: Tables) -> Pla
     tsv = "translation.tsv"
     if config not in ("iwslt14_de_en", "mbart_en_ro"):
         die(f"unknown CONFIG {config}: choose iwslt14_de_en or mbart_en_ro")
-    names = ("arch task source_lang target_lang model_flags langs optimizer adam_betas adam_eps clip_norm lr "
+    names = ("arch task source_lang target_lang model_flags moses_model_flags langs optimizer adam_betas adam_eps "
+             "clip_norm lr "
              "lr_scheduler warmup_updates max_update dropout attention_dropout weight_decay label_smoothing max_tokens "
              "reference_gpus reference_update_freq r3f_kl_normalization r3f_lambda noise_type eps drop_lambda").split()
     hp = {name: tables.get(tsv, name, config) for name in names}
@@ -920,7 +1042,9 @@ def plan_translation(args: List[str], settings: Settings, tables: Tables) -> Pla
     tokens = int(hp["max_tokens"]) * int(hp["reference_gpus"]) * int(hp["reference_update_freq"])
     per_gpu = settings.per_gpu_batch(tokens)
     max_update, warmup = int(hp["max_update"]), int(hp["warmup_updates"])
-    model = ["--arch", hp["arch"], *hp["model_flags"].split()]
+    tokenization = translation_tokenization(settings, data_bin, config, hp["moses_model_flags"])
+    model_flags = hp["moses_model_flags"] if tokenization == "moses" else hp["model_flags"]
+    model = ["--arch", hp["arch"], *model_flags.split()]
     if settings.tiny:
         model += tables.get("tiny.tsv", "seq2seq", "flags").split()
         max_update, warmup, per_gpu = int(settings.tiny_updates), 1, 512
@@ -972,7 +1096,8 @@ def plan_translation(args: List[str], settings: Settings, tables: Tables) -> Pla
                     meta = {"task": config, "dataset": config, "method": method, "config": name, "seed": int(seed),
                             "metric": "bleu", "valid_subsets": "valid", "r3f_lambda": json_value(lam),
                             "noise_type": noise, "eps": json_value(r3f.eps),
-                            "r3f_kl_normalization": hp["r3f_kl_normalization"], "search": search}
+                            "r3f_kl_normalization": hp["r3f_kl_normalization"], "tokenization": tokenization,
+                            "search": search}
                     command = [
                         data_bin, *task_flags, *model, *pretrained, "--criterion", SEQ2SEQ_CRITERION,
                         "--label-smoothing", hp["label_smoothing"], "--r3f-lambda", lam, "--noise-type", noise, "--eps",
@@ -985,6 +1110,23 @@ def plan_translation(args: List[str], settings: Settings, tables: Tables) -> Pla
                     plan.runs.append(Run(run_dir, command, meta, f"{save_root}/{config}/{method}", name, int(seed)))
     plan.swept = sorted(swept)
     return plan
+
+
+def translation_tokenization(settings: Settings, data_bin: str, config: str, moses_flags: str) -> str:
+    """TOKENIZATION (sentencepiece | moses), else what DATA_BIN holds: preprocess/translation.py --tokenization
+    moses leaves its BPE codes (``code``) and no sentencepiece.model there."""
+    found = "moses" if os.path.isfile(os.path.join(data_bin, "code")) and not os.path.isfile(
+        os.path.join(data_bin, "sentencepiece.model")) else "sentencepiece"
+    given = settings.env.get("TOKENIZATION") or found
+    if given not in ("sentencepiece", "moses"):
+        die(f"TOKENIZATION={given}: choose sentencepiece or moses (or leave it unset: DATA_BIN tells)")
+    if given != found:
+        die(f"TOKENIZATION={given}, but DATA_BIN={data_bin} holds {found} data: preprocess with "
+            f"--tokenization {given}, or leave TOKENIZATION unset")
+    if given == "moses" and moses_flags == "-":
+        die(f"TOKENIZATION=moses is IWSLT'14's comparable path (preprocess/translation.py --tokenization moses); "
+            f"{config} has none")
+    return given
 
 
 PLANNERS = {"glue": plan_glue, "xnli": plan_xnli, "summarization": plan_summarization,

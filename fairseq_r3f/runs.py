@@ -30,7 +30,7 @@ import subprocess
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from fairseq_r3f.launch import SENTENCE_METHODS
+from fairseq_r3f.launch import OUTPROJ_HEAD, SENTENCE_METHODS
 from fairseq_r3f.tools import USER_DIR
 
 IDENTITY_FILE = "identity.json"
@@ -47,6 +47,8 @@ METHOD_NEEDS = SENTENCE_METHODS  # the run layer's map (fairseq_r3f/launch.py), 
 SUMMARIZATION_CRITERION = "label_smoothed_cross_entropy_r3f"
 # The plugin's models whose classification head is spectrally normalised (R4F).
 SN_MODELS = ("roberta_sn", "bart_sn")
+# The plugin's models with fairseq's released head (out_proj only normalised): r4f-released, never r4f.
+OUTPROJ_SN_MODELS = ("roberta_sn_outproj", "bart_sn_outproj")
 # Criterion settings identity() records, besides every smart_* and freelb_* option.
 CRITERION_SETTINGS = ("r3f_lambda", "noise_type", "eps", "r3f_kl_normalization")
 
@@ -139,6 +141,7 @@ def identity(checkpoint_path: str) -> Dict:
         "task": task.get("_name"),
         "arch": arch,
         "spectral_norm_head": ARCH_MODEL_NAME_REGISTRY.get(arch) in SN_MODELS,
+        "outproj_spectral_norm_head": ARCH_MODEL_NAME_REGISTRY.get(arch) in OUTPROJ_SN_MODELS,
         # fairseq's own option (RoBERTa): torch's spectral norm on the head's output projection only
         "fairseq_spectral_norm_classification_head": bool(model.get("spectral_norm_classification_head", False)),
         "criterion": criterion.get("_name"),
@@ -396,7 +399,14 @@ def label_mismatches(label: Dict, ident: Dict) -> List[str]:
                         f"{ident.get('criterion')}")
     if task is not None and ident.get("task") != task:
         problems.append(f"{method} needs --task {task}, the checkpoint was trained with {ident.get('task')}")
-    if needs_sn and not ident.get("spectral_norm_head"):
+    if needs_sn == OUTPROJ_HEAD:
+        if not ident.get("outproj_spectral_norm_head"):
+            problems.append(f"{method} needs fairseq's released head (roberta_sn_outproj_*, bart_sn_outproj_*), the "
+                            f"checkpoint has --arch {ident.get('arch')}")
+    elif ident.get("outproj_spectral_norm_head"):
+        problems.append(f"{method} does not run fairseq's released out_proj-only head, the checkpoint has "
+                        f"{ident.get('arch')} (only r4f-released uses it)")
+    elif needs_sn and not ident.get("spectral_norm_head"):
         problems.append(f"{method} needs an SN architecture (roberta_sn_*, bart_sn_*), the checkpoint has "
                         f"--arch {ident.get('arch')} (a plain classification head)")
     if not needs_sn and ident.get("spectral_norm_head"):

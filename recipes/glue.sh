@@ -12,7 +12,13 @@ set -euo pipefail
 #         r4f    r3f on a spectrally normalised head (--arch roberta_sn_large)
 #         smart  std++ plus SMART's adversarial smoothness term (--criterion sentence_prediction_smart; its
 #                settings in fairseq_r3f/hparams/glue.tsv, docs/baselines.md)
-#         freelb std++ with FreeLB's adversarial training (--task/--criterion sentence_prediction_freelb)
+#         freelb std++ with FreeLB's adversarial training (--task/--criterion sentence_prediction_freelb); one
+#                run per seed uses the task's published settings (fairseq_r3f/hparams/freelb_tasks.tsv)
+#         The authors' released configurations, labelled as such in every table (never r3f/r4f/smart):
+#         r3f-released  RTE only: the command of fairseq's examples/rxf/README.md (weight decay 0.1, lambda 0.7,
+#                       10 epochs, seed 1; fairseq_r3f/hparams/glue_released.tsv); other tasks are refused
+#         r4f-released  the same on fairseq's out_proj-only spectral-norm head (--arch roberta_sn_outproj_large)
+#         smart-released  smart with --smart-variant released and mt-dnn's defaults (glue.tsv smart_released_*)
 # Environment:
 #   DATA_DIR       folder with TASK-bin (required)
 #   ROBERTA_PATH   RoBERTa-large model.pt (required unless TINY=1); loaded only while a run has no checkpoint

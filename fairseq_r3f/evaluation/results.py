@@ -99,7 +99,13 @@ GLUE_COLUMNS: Dict[str, Tuple[str, List[Tuple[str, str]]]] = {
     "SST-2": ("Acc", [("valid", "accuracy")]),
     "STS-B": ("Pearson", [("valid", "pearson")]),
 }
-METHOD_NAMES = {"std": "STD", "std++": "STD++", "smart": "SMART", "freelb": "FreeLB", "r3f": "R3F", "r4f": "R4F"}
+METHOD_NAMES = {"std": "STD", "std++": "STD++", "smart": "SMART", "freelb": "FreeLB", "r3f": "R3F", "r4f": "R4F",
+                "smart-released": "SMART-released (mt-dnn's code)",
+                "r3f-released": "R3F-released (fairseq's rxf README command)",
+                "r4f-released": "R4F-released (rxf README, out_proj-only SN head)"}
+# Under a table that holds any of them: what the released rows are (they are never the paper's methods).
+RELEASED_NOTE = ("*-released rows: the authors' released configurations (recipes/glue.sh METHOD r3f-released, "
+                 "r4f-released, smart-released; docs/glue_xnli.md), not the paper's R3F/R4F/SMART.")
 XNLI_LANGUAGES = ("en", "fr", "es", "de", "el", "bg", "ru", "tr", "ar", "vi", "th", "zh", "hi", "sw", "ur")
 HALVES = {"first": ("a", "b"), "second": ("b", "a")}  # --select-on-half: (selected on, reported on)
 
@@ -597,6 +603,8 @@ def glue_table(summary: Dict[Tuple[str, str, str], Dict], half: Optional[str] = 
     notes = [f"{t} {row_name(m, suffix)}: {e['config']}, seeds {e['seeds']} ({_seeds(e)})"
              for (t, m, suffix), e in sorted(summary.items())]
     lines += ["Configurations and seeds (only finished runs are in the tables):"] + notes
+    if any(method.endswith("-released") for _t, method, _s in summary):
+        lines += ["", RELEASED_NOTE]
     if left_out:
         lines += ["", f"Not in the tables ({len(left_out)}):"]
         lines += [f"{item['folder']}: {item['status']} ({item['reason']})" for item in left_out]

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 from fairseq_r3f import launch
-from fairseq_r3f.launch import flag_value, is_sn_arch, sn_arch  # noqa: F401  (the drivers use them from here)
+from fairseq_r3f.launch import (  # noqa: F401  (the drivers use them from here)
+    flag_value, is_outproj_sn_arch, is_sn_arch, plain_arch, sn_arch,
+)
 from fairseq_r3f.tools import USER_DIR, read_table  # noqa: F401  (USER_DIR: used by the drivers)
 
 # The metrics a sentence_prediction criterion logs (with glue_tasks.tsv's metric_flags).
@@ -111,6 +113,9 @@ def check_overrides(method: Method, arch: str, extra: Sequence[str]) -> None:
     if not method.builtin:
         return
     given = flag_value(extra, "--arch")
+    if given is not None and is_outproj_sn_arch(given):
+        raise ValueError(f"'--arch {given}' after -- is fairseq's released out_proj-only head, which is none of the "
+                         f"probing methods (recipes/glue.sh RTE r4f-released runs it): drop it")
     if given is not None and is_sn_arch(given) != method.spectral_norm_head:
         plain = given.replace("_sn_", "_")
         head = "a plain classification head, which is R3F" if method.spectral_norm_head else \

@@ -133,9 +133,9 @@ class Experiment:
         self.methods: Dict[str, Method] = {m: methods[m] for m in args.methods}
         self.train_command = shlex.split(args.fairseq_train) if args.fairseq_train else _default_train_command()
         self.probe_extra = shlex.split(args.probe_flags)
-        if method_defs.is_sn_arch(args.arch):
+        if method_defs.is_sn_arch(args.arch) or method_defs.is_outproj_sn_arch(args.arch):
             raise SystemExit(
-                f"error: --arch {args.arch}: give the plain architecture ({args.arch.replace('_sn_', '_')}); r4f "
+                f"error: --arch {args.arch}: give the plain architecture ({method_defs.plain_arch(args.arch)}); r4f "
                 f"runs its spectrally normalised variant, the other methods need the plain head"
             )
         if args.tiny_updates < 1:

@@ -40,6 +40,8 @@ def make_inputs(root):
         touch("xnli-bin", "input0", f"valid_{lang}.bin")
     touch("sum-bin", "train.source-target.source.bin")
     touch("iwslt-bin", "train.de-en.de.bin")
+    touch("iwslt-moses-bin", "train.de-en.de.bin")
+    touch("iwslt-moses-bin", "code")
     touch("mbart-bin", "train.en_XX-ro_RO.en_XX.bin")
     for name in ("roberta.pt", "xlmr.pt", "bart.pt", "mbart.pt"):
         touch("models", name)
@@ -47,6 +49,7 @@ def make_inputs(root):
             "xnli": {"DATA_DIR": f"{root}/xnli-bin", "XLMR_PATH": f"{root}/models/xlmr.pt"},
             "summarization": {"DATA_BIN": f"{root}/sum-bin", "BART_PATH": f"{root}/models/bart.pt"},
             "translation_iwslt": {"DATA_BIN": f"{root}/iwslt-bin"},
+            "translation_moses": {"DATA_BIN": f"{root}/iwslt-moses-bin"},
             "translation_mbart": {"DATA_BIN": f"{root}/mbart-bin", "MBART_PATH": f"{root}/models/mbart.pt"}}
 
 
@@ -120,6 +123,23 @@ def cases(paths):
     }
     for name, (env, args) in extra.items():
         add("glue", f"RTE_{name}" if not name.startswith("err_task") else name, env, args, "glue")
+    # the authors' released configurations (r3f-released / r4f-released exist for RTE only)
+    for method in ("r3f-released", "r4f-released", "smart-released"):
+        add("glue", f"RTE_{method}", {}, ["RTE", method], "glue")
+        add("glue", f"RTE_{method}_tiny", {"TINY": "1"}, ["RTE", method], "glue")
+    add("glue", "MRPC_smart-released", {}, ["MRPC", "smart-released"], "glue")
+    add("glue", "RTE_smart-released_sweep", {"SWEEP": "1"}, ["RTE", "smart-released"], "glue")
+    add("glue", "RTE_r3f-released_ngpus2", {"NGPUS": "2"}, ["RTE", "r3f-released"], "glue")
+    for name, (env, args) in {
+        "err_released_task": ({}, ["MRPC", "r3f-released"]),
+        "err_released_sweep": ({"SWEEP": "1"}, ["RTE", "r4f-released"]),
+        "err_released_lambda": ({"R3F_LAMBDA": "1"}, ["RTE", "r3f-released"]),
+        "err_released_lambda_flag": ({}, ["RTE", "r3f-released", "--r3f-lambda", "1"]),
+        "err_arch_outproj_r4f": ({}, ["RTE", "r4f", "--arch", "roberta_sn_outproj_large"]),
+        "err_arch_outproj_r3f": ({}, ["RTE", "r3f", "--arch", "roberta_sn_outproj_large"]),
+        "err_arch_r4f_released": ({}, ["RTE", "r4f-released", "--arch", "roberta_sn_large"]),
+    }.items():
+        add("glue", name, env, args, "glue")
     add("glue", "err_no_data", {"DATA_DIR": ""}, ["RTE", "r3f"], "glue")
     add("glue", "err_no_model", {"ROBERTA_PATH": ""}, ["RTE", "r3f"], "glue")
     add("glue", "err_missing_model", {"ROBERTA_PATH": "/nonexistent/model.pt"}, ["RTE", "r3f"], "glue")
@@ -187,6 +207,11 @@ def cases(paths):
     }.items():
         add("translation", name, env, args, "translation_iwslt")
     add("translation", "mbart_err_no_model", {"MBART_PATH": ""}, ["mbart_en_ro"], "translation_mbart")
+    # IWSLT'14 as prepare-iwslt14.sh (preprocess --tokenization moses): found in DATA_BIN, or named
+    add("translation", "iwslt14_de_en_moses", {}, ["iwslt14_de_en"], "translation_moses")
+    add("translation", "iwslt14_de_en_moses_named", {"TOKENIZATION": "moses"}, ["iwslt14_de_en"], "translation_moses")
+    add("translation", "err_tokenization_data", {"TOKENIZATION": "moses"}, ["iwslt14_de_en"], "translation_iwslt")
+    add("translation", "err_tokenization_name", {"TOKENIZATION": "bpe"}, ["iwslt14_de_en"], "translation_moses")
     return out
 
 
@@ -202,7 +227,7 @@ def environment(env):
                          "MASTER_PORT", "FP16", "DRY_RUN", "TINY", "TINY_UPDATES", "SWEEP", "SWEEP_SIZE", "SEEDS",
                          "SAVE_ROOT", "R3F_LAMBDA", "NOISE_TYPE", "R3F_EPS", "LAMBDAS", "NOISE_TYPES", "METHODS",
                          "DROP_LAMBDA", "LANGUAGES", "R3F_KL_NORMALIZATION", "DATA_DIR", "DATA_BIN",
-                         "ROBERTA_PATH", "XLMR_PATH", "BART_PATH", "MBART_PATH", "RDZV_ID")}
+                         "ROBERTA_PATH", "XLMR_PATH", "BART_PATH", "MBART_PATH", "RDZV_ID", "TOKENIZATION")}
     base["PATH"] = BIN + os.pathsep + base.get("PATH", "")
     base["DRY_RUN"] = "1"
     base.update({k: v for k, v in env.items() if v != ""})
