@@ -771,15 +771,13 @@ def plan_glue_rxf_released(task: str, method: str, args: List[str], settings: Se
     per_gpu, effective = split_batch(settings, int(value("batch_size")))
     arch, max_positions = value("arch"), value("max_positions")
     total, warmup, max_epoch = value("total_num_update"), value("warmup_updates"), value("max_epoch")
-    budget = ["--total-num-update", total, "--warmup-updates", warmup, "--max-epoch", max_epoch]
+    max_update = 0  # none: the README's run ends at --max-epoch
     pretrained = [] if settings.tiny else ["--finetune-from-model", settings.env.get("ROBERTA_PATH", "")]
     model: List[str] = []
     if settings.tiny:
         arch = arch.replace("large", "base", 1)
         model = tables.get("tiny.tsv", "roberta", "flags").split()
-        max_positions = "64"
-        budget = ["--total-num-update", settings.tiny_updates, "--warmup-updates", "1", "--max-epoch", max_epoch,
-                  "--max-update", settings.tiny_updates, "--shorten-method", "truncate"]
+        max_positions, total, warmup, max_update = "64", settings.tiny_updates, "1", int(settings.tiny_updates)
     train_size = int(tables.get("glue_tasks.tsv", task, "train_size"))
     notes.append(f"# {task} {method} (fairseq examples/rxf/README.md, not the paper's {paper}): lr {value('lr')}, "
                  f"{total} updates planned by the schedule ({warmup} warm-up), ending at {max_epoch} epochs; "
@@ -793,16 +791,15 @@ def plan_glue_rxf_released(task: str, method: str, args: List[str], settings: Se
              "batch_reading": settings.batch_reading, "effective_batch": effective,
              "released": f"fairseq examples/rxf/README.md ({tables.path(tsv)})"}
 
+    values = {name: value(name) for name in ("dropout", "attention_dropout", "weight_decay", "adam_betas",
+                                              "adam_eps", "clip_norm", "lr_scheduler", "max_tokens")}
+
     def command(config_flags, seed, run_dir):
-        return [data, *pretrained, "--max-positions", max_positions, "--batch-size", str(per_gpu), "--max-tokens",
-                value("max_tokens"), "--task", "sentence_prediction", "--init-token", "0", "--separator-token", "2",
-                "--arch", arch, *model, "--criterion", criterion, "--num-classes", value("num_classes"), "--dropout",
-                value("dropout"), "--attention-dropout", value("attention_dropout"), "--weight-decay",
-                value("weight_decay"), "--optimizer", "adam", "--adam-betas", value("adam_betas"), "--adam-eps",
-                value("adam_eps"), "--clip-norm", value("clip_norm"), "--lr-scheduler", value("lr_scheduler"),
-                *budget, *value("flags").split(), "--best-checkpoint-metric", metric,
-                "--maximize-best-checkpoint-metric", *config_flags, "--seed", seed, "--save-dir", run_dir,
-                *shared, *dist, *args]
+        return sentence_prediction_command(
+            data, "sentence_prediction", value("num_classes"), max_positions, [arch, *pretrained, *model], criterion,
+            config_flags, values, max_update, int(warmup), ["--max-epoch", max_epoch, *value("flags").split()],
+            per_gpu, "valid", metric, seed, run_dir, [*shared, *dist, *args], shorten=settings.tiny,
+            total_num_update=int(total))
 
     plan = Plan("glue", launch, notes=notes, overrides=list(args), swept=swept)
     sentence_runs(plan, f"{settings.text('SAVE_ROOT', 'runs/glue')}/{task}/{method}", configs, seeds, label, search,
@@ -827,17 +824,21 @@ def split_batch(settings: Settings, batch: int) -> Tuple[int, int]:
 def sentence_prediction_command(data: str, task: str, num_classes: str, max_positions: str, model: List[str],
                                 criterion: str, method_flags: List[str], values: Dict[str, str], max_update: int,
                                 warmup: int, budget_flags: List[str], batch: int, valid: str, metric: str, seed: str,
-                                run_dir: str, last: List[str]) -> List[str]:
+                                run_dir: str, last: List[str], shorten: bool = True,
+                                total_num_update: Optional[int] = None) -> List[str]:
     """One GLUE or XNLI fine-tuning run's fairseq-train arguments (``model``: --arch's value and the flags
     after it; ``method_flags``: the configuration's and the task's metric flags; ``last``: the shared,
-    distributed and user flags)."""
+    distributed and user flags). The released configurations give ``max_update`` 0 (no --max-update: the run
+    ends at its --max-epoch), their own ``total_num_update`` and no --shorten-method."""
     return [data, "--task", task, "--num-classes", num_classes, "--init-token", "0", "--separator-token", "2",
-            "--max-positions", max_positions, "--shorten-method", "truncate", "--arch", *model, "--criterion",
+            "--max-positions", max_positions, *(["--shorten-method", "truncate"] if shorten else []), "--arch",
+            *model, "--criterion",
             criterion, *method_flags, "--dropout", values["dropout"], "--attention-dropout",
             values["attention_dropout"], "--weight-decay", values["weight_decay"], "--optimizer", "adam",
             "--adam-betas", values["adam_betas"], "--adam-eps", values["adam_eps"], "--clip-norm", values["clip_norm"],
-            "--lr-scheduler", values["lr_scheduler"], "--total-num-update", str(max_update), "--warmup-updates",
-            str(warmup), "--max-update", str(max_update), *budget_flags, "--batch-size", str(batch), "--max-tokens",
+            "--lr-scheduler", values["lr_scheduler"], "--total-num-update", str(total_num_update or max_update),
+            "--warmup-updates", str(warmup), *(["--max-update", str(max_update)] if max_update else []),
+            *budget_flags, "--batch-size", str(batch), "--max-tokens",
             values["max_tokens"], "--valid-subset", valid, "--best-checkpoint-metric", metric,
             "--maximize-best-checkpoint-metric", "--seed", seed, "--save-dir", run_dir, *last]
 
