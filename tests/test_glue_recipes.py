@@ -569,7 +569,7 @@ def test_adversarial_baselines_are_methods_of_the_recipe(glue_data, tmp_path):
         for key in ("smart_steps", "smart_eps", "freelb_steps", "freelb_max_norm"):
             if key.startswith(method):
                 assert label[key] == identity[key], key
-    assert label["freelb_max_norm"] == float("inf")
+    assert label["freelb_max_norm"] == float(read_hparams("freelb_tasks.tsv")["RTE"]["max_norm"])  # RTE's published
     assert json.load(open(tmp_path / "tiny/RTE/smart/smart-steps2/seed1/run.json"))["smart_steps"] == 2
     proc = run_recipe(GLUE_SH, ["RTE", "smart", "--smart-lambda", "2"], check=False, SWEEP=1, **common)
     assert proc.returncode == 2 and "overrides a setting SWEEP=1 searches (smart_lambda" in proc.stderr

@@ -1,0 +1,283 @@
+"""The authors' released configurations as METHODs of recipes/glue.sh (r3f-released, r4f-released,
+smart-released), FreeLB's per-task single runs, and IWSLT'14's comparable path (TOKENIZATION=moses, --bleu
+tokenized). Fast: the planned commands, flag by flag, and the label checks. Slow: tiny real runs through the
+recipes, in the tables under their own labels."""
+
+import csv
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from fairseq_r3f import launch, runs
+from fairseq_r3f.evaluation import bleu
+
+BIN = os.path.dirname(sys.executable)
+GLUE_SH = os.path.join(REPO, "recipes", "glue.sh")
+TRANSLATION_SH = os.path.join(REPO, "recipes", "translation.sh")
+HPARAMS = os.path.join(REPO, "fairseq_r3f", "hparams")
+
+# fairseq's examples/rxf/README.md, "to run R3F on RTE from GLUE", as published (its variables filled in:
+# TOTAL_NUM_UPDATES=3120, WARMUP_UPDATES=187, LR=1e-05, NUM_CLASSES=2, MAX_SENTENCES=8).
+README_COMMAND = """fairseq-train RTE-bin \
+    --restore-file ROBERTA_PATH \
+    --max-positions 512 \
+    --max-sentences 8 \
+    --max-tokens 4400 \
+    --task sentence_prediction \
+    --reset-optimizer --reset-dataloader --reset-meters \
+    --required-batch-size-multiple 1 \
+    --init-token 0 --separator-token 2 \
+    --arch roberta_large \
+    --criterion sentence_prediction_r3f \
+    --num-classes 2 \
+    --dropout 0.1 --attention-dropout 0.1 \
+    --weight-decay 0.1 --optimizer adam --adam-betas "(0.9, 0.98)" --adam-eps 1e-06 \
+    --clip-norm 0.0 \
+    --lr-scheduler polynomial_decay --lr 1e-05 --total-num-update 3120 --warmup-updates 187 \
+    --fp16 --fp16-init-scale 4 --threshold-loss-scale 1 --fp16-scale-window 128 \
+    --max-epoch 10 \
+    --find-unused-parameters \
+    --best-checkpoint-metric accuracy --maximize-best-checkpoint-metric \
+    --noise-type uniform --r3f-lambda 0.7 \
+    --user-dir examples/rxf/rxf_src"""
+
+# How the recipe's command may differ from the README's, and why it runs the same thing.
+RENAMED = {"--max-sentences": "--batch-size",  # fairseq's alias
+           "--restore-file": "--finetune-from-model"}  # the same weights, fresh optimizer/data/meters
+# The README's --reset-* flags are what --finetune-from-model does; --user-dir is the plugin's (its
+# sentence_prediction_r3f); ROBERTA_PATH and the data folder are paths.
+DROPPED = {"--reset-optimizer", "--reset-dataloader", "--reset-meters", "--user-dir"}
+# Flags the recipe adds: fairseq's defaults the README relies on, the rxf criterion's default eps, and what
+# changes no number (logging, checkpoint files, the output folder).
+ADDED = {"--seed": "1", "--valid-subset": "valid", "--update-freq": "1", "--eps": "1e-5", "--log-format": None,
+         "--log-interval": None, "--no-epoch-checkpoints": True, "--save-dir": None, "--lr": "1e-05"}
+
+
+def parse(argv):
+    """{flag: value or True}, the positional data folder as "<data>"."""
+    return launch.parse_flags(argv)
+
+
+def plan(args, **env):
+    variables = {"DATA_DIR": env.pop("DATA_DIR"), "DRY_RUN": "1", "SEEDS": env.pop("SEEDS", ""), **env}
+    return launch.make_plan("glue", args, {k: str(v) for k, v in variables.items() if v != ""})
+
+
+@pytest.fixture
+def fake_glue(tmp_path):
+    for task in ("RTE", "MRPC", "CoLA", "MNLI", "QNLI", "QQP", "SST-2"):
+        for part in ("input0", "label"):
+            os.makedirs(tmp_path / f"{task}-bin" / part)
+            open(tmp_path / f"{task}-bin" / part / "dict.txt", "w").close()
+    model = tmp_path / "model.pt"
+    model.write_text("")
+    return {"DATA_DIR": str(tmp_path), "ROBERTA_PATH": str(model)}
+
+
+def test_r3f_released_is_the_readme_command_flag_by_flag(fake_glue):
+    runs_planned = plan(["RTE", "r3f-released"], FP16="1", **fake_glue).runs
+    assert len(runs_planned) == 1  # the README runs one seed, fairseq's default 1
+    ours = parse(runs_planned[0].command)
+    readme = parse(shlex.split(README_COMMAND)[1:])
+    for name, value in readme.items():
+        if name == "<data>" or name in DROPPED:
+            continue
+        mine = RENAMED.get(name, name)
+        assert mine in ours, f"the README's {name} is missing"
+        if name == "--restore-file":
+            assert ours[mine] == fake_glue["ROBERTA_PATH"]
+        elif name == "--adam-betas":
+            assert ours[mine].replace(" ", "") == value.replace(" ", "")
+        else:
+            assert launch.same_value(str(ours[mine]), str(value)), (name, ours[mine], value)
+    for name in ("--reset-optimizer", "--reset-dataloader", "--reset-meters", "--restore-file"):
+        assert name not in ours
+    known = {RENAMED.get(name, name) for name in readme} | set(ADDED) | {"<data>"}
+    extra = {name: value for name, value in ours.items() if name not in known}
+    assert extra == {}, f"flags the README does not have: {extra}"
+    for name, value in ADDED.items():
+        if value is not None and name in ours:
+            assert launch.same_value(str(ours[name]), str(value)), name
+    # what the README leaves out stays out: the run ends at --max-epoch 10, nothing is truncated
+    assert "--max-update" not in ours and "--shorten-method" not in ours
+    assert ours["<data>"].endswith("RTE-bin")
+
+
+def test_r4f_released_is_the_same_command_on_the_out_proj_head(fake_glue):
+    r3f, r4f = (plan(["RTE", method], FP16="1", **fake_glue).runs[0] for method in ("r3f-released", "r4f-released"))
+    a, b = parse(r3f.command), parse(r4f.command)
+    assert {k for k in a if a[k] != b.get(k)} == {"--arch", "--save-dir"}
+    assert b["--arch"] == "roberta_sn_outproj_large"
+    assert launch.is_outproj_sn_arch(b["--arch"]) and not launch.is_sn_arch(b["--arch"])
+    assert launch.plain_arch(b["--arch"]) == "roberta_large" and launch.sn_arch(b["--arch"]) == "roberta_sn_large"
+    for run in (r3f, r4f):  # the label carries the method's own name, never r3f / r4f
+        assert run.label["method"] in ("r3f-released", "r4f-released") and "rxf/README.md" in run.label["released"]
+        assert run.dir.split(os.sep)[-3] == run.label["method"]
+
+
+def test_released_values_are_read_from_their_table(fake_glue):
+    """Every value of the command is the table's, whose every row cites the README."""
+    with open(os.path.join(HPARAMS, "glue_released.tsv")) as f:
+        rows = [line.rstrip("\n").split("\t") for line in f if line.strip() and not line.startswith("#")]
+    header = rows[0]
+    table = {row[0]: dict(zip(header, row)) for row in rows[1:]}
+    assert all(row["source"].startswith("README") for row in table.values())
+    flags = parse(plan(["RTE", "r3f-released"], **fake_glue).runs[0].command)
+    for name in ("lr", "weight_decay", "r3f_lambda", "noise_type", "dropout", "attention_dropout", "adam_eps",
+                 "clip_norm", "max_tokens", "max_positions", "warmup_updates", "total_num_update", "max_epoch"):
+        assert launch.same_value(flags["--" + name.replace("_", "-")], table[name]["r3f-released"]), name
+
+
+def test_released_methods_refuse_what_would_change_them(fake_glue):
+    notes = []
+    for args, env, message in (
+            (["MRPC", "r3f-released"], {}, "for RTE only"),
+            (["RTE", "r4f-released"], {"SWEEP": "1"}, "one released configuration, not a search"),
+            (["RTE", "r3f-released"], {"R3F_LAMBDA": "1"}, "R3F_LAMBDA=1 would change r3f-released's"),
+            (["RTE", "r3f-released", "--r3f-lambda", "1"], {}, "changes r3f-released's released command"),
+            (["RTE", "r4f-released", "--arch", "roberta_sn_large"], {}, "drops r4f-released's released head"),
+            (["RTE", "r4f", "--arch", "roberta_sn_outproj_large"], {}, "fairseq's released head"),
+            (["RTE", "r3f", "--arch", "roberta_sn_outproj_large"], {}, "fairseq's released head")):
+        with pytest.raises(launch.Stop) as stop:
+            plan(args, **fake_glue, **env)
+        assert message in str(stop.value), (args, str(stop.value))
+        notes.append(str(stop.value))
+    assert len(set(notes)) == len(notes)
+
+
+def test_smart_released_runs_the_released_variant_with_mt_dnn_defaults(fake_glue):
+    smart, released = (parse(plan(["MRPC", m], SEEDS="1", **fake_glue).runs[0].command)
+                       for m in ("smart", "smart-released"))
+    assert released["--smart-variant"] == "released" and "--smart-variant" not in smart
+    expected = {"--smart-lambda": "1", "--smart-steps": "1", "--smart-step-size": "1e-5", "--smart-eps": "1e-6",
+                "--smart-init": "1e-5", "--smart-norm": "linf"}  # mt-dnn train.py's defaults (glue.tsv cites them)
+    assert {k: released[k] for k in expected} == expected
+    for name in ("--lr", "--max-update", "--batch-size", "--weight-decay", "--criterion"):
+        assert smart[name] == released[name], name
+    label = plan(["MRPC", "smart-released"], SEEDS="1", **fake_glue).runs[0].label
+    assert label["method"] == "smart-released" and label["smart_variant"] == "released"
+
+
+def test_freelb_single_runs_take_each_tasks_published_settings(fake_glue):
+    with open(os.path.join(HPARAMS, "freelb_tasks.tsv")) as f:
+        table = {row["task"]: row for row in csv.DictReader((line for line in f if not line.startswith("#")),
+                                                            delimiter="\t")}
+    seen = set()
+    for task in ("RTE", "MRPC", "CoLA", "MNLI", "QNLI", "QQP", "SST-2"):
+        flags = parse(plan([task, "freelb"], SEEDS="1", **fake_glue).runs[0].command)
+        got = tuple(float(flags[f"--freelb-{name}"]) for name in ("step-size", "steps", "init-mag", "max-norm"))
+        row = table[task]
+        assert got == tuple(float(row[c]) for c in ("adv_lr", "adv_steps", "init_mag", "max_norm")), task
+        seen.add(got)
+    assert len(seen) > 3  # not one setting for every task
+    # SWEEP=1 still searches glue.tsv's grid
+    swept = plan(["RTE", "freelb"], SEEDS="1", SWEEP="1", **fake_glue)
+    assert len(swept.runs) == 8 and "criterion.freelb_step_size" in swept.swept
+
+
+def test_labels_tell_the_out_proj_head_from_r4fs():
+    plain = {"criterion": "sentence_prediction_r3f", "task": "sentence_prediction", "arch": "roberta_large",
+             "spectral_norm_head": False, "outproj_spectral_norm_head": False}
+    outproj = {**plain, "arch": "roberta_sn_outproj_large", "outproj_spectral_norm_head": True}
+    full = {**plain, "arch": "roberta_sn_large", "spectral_norm_head": True}
+    ok = {("r3f", "plain"), ("r3f-released", "plain"), ("r4f", "full"), ("r4f-released", "outproj")}
+    for method in ("r3f", "r4f", "r3f-released", "r4f-released"):
+        for name, ident in (("plain", plain), ("outproj", outproj), ("full", full)):
+            problems = runs.label_mismatches({"method": method}, ident)
+            assert (problems == []) == ((method, name) in ok), (method, name, problems)
+
+
+def test_bleu_table_says_which_bleu():
+    lines = bleu.results_table([{"method": "std", "config": "c", "seed": 1, "bleu": 30.0}])
+    tokenized = bleu.markdown(lines, "tokenised BLEU-4 (fairseq-score), compound-split", bleu_kind="tokenized")
+    sacre = bleu.markdown(lines, "nrefs:1|tok:13a")
+    assert "BLEU: tokenised BLEU-4" in tokenized and "not comparable with sacrebleu" in tokenized
+    assert "BLEU: sacrebleu on detokenised, cased text; nrefs:1|tok:13a" in sacre
+
+
+# ------------------------------------------------------------------------------- tiny real runs (slow)
+
+def env(**extra):
+    return {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"], "OMP_NUM_THREADS": "1",
+            **{k: str(v) for k, v in extra.items()}}
+
+
+@pytest.mark.slow
+def test_tiny_released_runs_are_their_own_rows_of_the_glue_table(tmp_path):
+    from fairseq_r3f.toy_data import write_toy_task
+
+    data_bin = write_toy_task(str(tmp_path / "toy"), n_train=64, n_valid=16, pairs=True)
+    os.makedirs(tmp_path / "glue")
+    os.symlink(data_bin, tmp_path / "glue" / "RTE-bin")
+    save = tmp_path / "runs"
+    for method in ("r3f", "r3f-released", "r4f-released"):
+        proc = subprocess.run([GLUE_SH, "RTE", method], capture_output=True, text=True, cwd=REPO,
+                              env=env(DATA_DIR=tmp_path / "glue", SAVE_ROOT=save, TINY=1, TINY_UPDATES=3, SEEDS=1,
+                                      FP16=0))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    for method, arch in (("r3f-released", "roberta_base"), ("r4f-released", "roberta_sn_outproj_base")):
+        run_dir = save / "RTE" / method / "lambda0.7_uniform" / "seed1"
+        identity = json.loads((run_dir / "identity.json").read_text())
+        assert identity["mismatches"] == [] and identity["arch"] == arch and identity["num_updates"] == 3
+        configuration = identity["configuration"]
+        assert [v for k, v in configuration.items() if k.endswith(".weight_decay")] == [0.1]
+        assert configuration.get("optimization.max_update") == 3
+        assert identity["r3f_lambda"] == 0.7
+    proc = subprocess.run([sys.executable, "-m", "fairseq_r3f.evaluation.results", "glue", str(save), "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True, cwd=REPO, env=env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = (tmp_path / "out" / "table2.md").read_text()
+    rows = [line.split("|")[1].strip() for line in table.split("Median")[0].splitlines() if line.startswith("| ")]
+    assert rows[1:] == ["R3F", "R3F-released (fairseq's rxf README command)",
+                        "R4F-released (rxf README, out_proj-only SN head)"]
+    assert "*-released rows: the authors' released configurations" in table
+
+
+@pytest.mark.slow
+def test_tiny_moses_translation_scored_with_tokenized_bleu(tmp_path):
+    from test_iwslt14_tokenized import release
+
+    from fairseq_r3f.evaluation import tokenized_bleu
+
+    release(tmp_path / "de-en")
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "preprocess", "translation.py"), "--iwslt14-dir",
+                           str(tmp_path / "de-en"), "--out-dir", str(out), "--tokenization", "moses", "--vocab-size",
+                           "40", "--workers", "1"], capture_output=True, text=True, cwd=REPO, env=env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    save = tmp_path / "runs"
+    proc = subprocess.run(["bash", TRANSLATION_SH, "iwslt14_de_en", "--lr", "5e-3", "--lr-scheduler", "fixed"],
+                          capture_output=True, text=True, cwd=REPO,
+                          env=env(DATA_BIN=out / "bin", SAVE_ROOT=save, TINY=1, TINY_UPDATES=20, METHODS="std"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = save / "iwslt14_de_en" / "std" / "lambda0_none" / "seed1"
+    label = json.loads((run_dir / "run.json").read_text())
+    assert label["tokenization"] == "moses" and "--share-all-embeddings" in label["command"]
+    assert json.loads((run_dir / "identity.json").read_text())["configuration"]["model.share_all_embeddings"] is True
+
+    def table(*extra):
+        return subprocess.run([sys.executable, "-m", "fairseq_r3f.evaluation.bleu", "--config", "iwslt14_de_en",
+                               "--data-bin", str(out / "bin"), "--references", str(out / "raw" / "test.en"), "--runs",
+                               str(save), *extra], capture_output=True, text=True, cwd=REPO, env=env())
+
+    refused = table()  # sacrebleu on Moses-tokenised, lowercased output: refused, naming the fix
+    assert refused.returncode == 2 and "pass --bleu tokenized" in refused.stderr
+    proc = table("--bleu", "tokenized")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((save / "bleu-test.json").read_text())
+    assert result["bleu"] == "tokenized" and "compound splitting" in result["bleu_description"]
+    with open(run_dir / "bleu-test" / "generate-test.txt", encoding="utf-8") as f:
+        log = f.readlines()
+    hypotheses = [line for line in log if line.startswith("H-")]
+    assert hypotheses and not any("@@" in line for line in hypotheses)  # the BPE was removed
+    expected = tokenized_bleu.score_generate_output(log)["bleu"]
+    assert [row["bleu"] for row in result["runs"]] == [pytest.approx(expected, abs=1e-9)]
+    markdown = (save / "bleu-test.md").read_text()
+    assert "BLEU: tokenised BLEU-4" in markdown
+    again = table("--bleu", "tokenized")
+    assert "bleu.json of the same checkpoint" in again.stderr
