@@ -16,7 +16,9 @@ finished run from an unfinished or truncated one.
 The methods and what each needs: ``std`` and ``std++`` the plain ``sentence_prediction`` criterion; ``r3f``
 ``sentence_prediction_r3f`` on an architecture without the spectrally normalised head; ``r4f`` the same
 criterion on one of the plugin's SN architectures (``roberta_sn_*``, ``bart_sn_*``); ``smart`` the
-``sentence_prediction_smart`` criterion; ``freelb`` the ``sentence_prediction_freelb`` criterion and task; a
+``sentence_prediction_smart`` criterion; ``freelb`` the ``sentence_prediction_freelb`` criterion and task; the
+authors' released configurations ``r3f-released`` (a plain head), ``r4f-released`` (fairseq's out_proj-only
+head, ``roberta_sn_outproj_*``, which no other method may have) and ``smart-released``; a
 summarization run (its label names a ``dataset``) ``label_smoothed_cross_entropy_r3f``. Every setting the label
 states (lambda, noise type, eps, the SMART/FreeLB settings, the seed) must equal the checkpoint's.
 """
