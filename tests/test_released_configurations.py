@@ -281,3 +281,14 @@ def test_tiny_moses_translation_scored_with_tokenized_bleu(tmp_path):
     assert "BLEU: tokenised BLEU-4" in markdown
     again = table("--bleu", "tokenized")
     assert "bleu.json of the same checkpoint" in again.stderr
+
+
+def test_probing_refuses_the_out_proj_head():
+    from fairseq_r3f.probing import methods
+
+    for name, sn in (("r3f", False), ("r4f", True)):
+        method = methods.Method(name, "sentence_prediction_r3f", [], spectral_norm_head=sn, builtin=True)
+        with pytest.raises(ValueError, match="released out_proj-only head"):
+            methods.check_overrides(method, "roberta_large", ["--arch", "roberta_sn_outproj_large"])
+    assert methods.Method("r4f", "sentence_prediction_r3f", [], True).train_flags("roberta_large")[-1] == \
+        "roberta_sn_large"
