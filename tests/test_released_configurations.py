@@ -292,3 +292,12 @@ def test_probing_refuses_the_out_proj_head():
             methods.check_overrides(method, "roberta_large", ["--arch", "roberta_sn_outproj_large"])
     assert methods.Method("r4f", "sentence_prediction_r3f", [], True).train_flags("roberta_large")[-1] == \
         "roberta_sn_large"
+
+
+def test_hydra_configs_refuse_the_out_proj_head():
+    from hydra_plugins.fairseq_r3f_plugin import method_override_problem
+
+    for config in ("rte_r3f", "rte_r4f"):
+        problem = method_override_problem(["--config-name", config, "model._name=roberta_sn_outproj_large"])
+        assert "released out_proj-only head" in problem, problem
+    assert method_override_problem(["--config-name", "rte_r4f", "model._name=roberta_sn_base"]) == ""

@@ -40,7 +40,7 @@ SUMMARIZATION_PREFIXES = ("cnn_dm_", "gigaword_", "reddit_tifu_")
 def method_override_problem(argv) -> str:
     """What in ``argv`` (fairseq-hydra-train's command line) contradicts the method its config name says, or a
     value that is not a finite number; '' when nothing does."""
-    from fairseq_r3f.launch import SENTENCE_METHODS
+    from fairseq_r3f.launch import SENTENCE_METHODS, is_outproj_sn_arch, is_sn_arch
 
     name = None
     for i, arg in enumerate(argv):
@@ -65,7 +65,10 @@ def method_override_problem(argv) -> str:
         else SENTENCE_METHODS[method][0]
     for arg in argv:
         key, _, value = arg.lstrip("+~").partition("=")
-        if key == "model._name" and ("_sn_" in value) != (method == "r4f"):
+        if key == "model._name" and is_outproj_sn_arch(value):
+            return (f"{arg} is fairseq's released out_proj-only head, which is not {name}'s {method}: drop it "
+                    f"(recipes/glue.sh RTE r4f-released runs that head)")
+        if key == "model._name" and is_sn_arch(value) != (method == "r4f"):
             head = "drops R4F's spectrally normalised head from" if method == "r4f" else \
                 "adds R4F's spectrally normalised head to"
             return (f"{arg} {head} {name}, which is {method}: drop it (or run the config of the method you "
