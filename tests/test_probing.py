@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, run_fairseq, train_args
+from conftest import REPO, real_weights, run_fairseq, train_args
 from fairseq_r3f.tools import fairseq_command
 from fairseq_r3f.toy_data import write_toy_task
 
@@ -46,7 +46,10 @@ def probe_args(data, checkpoint, save_dir, *extra):
 
 
 def body(state):
-    return {k: v for k, v in state.items() if not k.startswith(HEADS)}
+    """The model's weights without its classification heads, and without fairseq 0.12.2's BetterTransformer copies
+    of the encoder's weights (conftest.real_weights: loading a checkpoint re-derives them; nothing trains them)."""
+    weights, _ = real_weights(state)
+    return {k: v for k, v in weights.items() if not k.startswith(HEADS)}
 
 
 def test_probe_freezes_the_model_and_trains_only_a_new_linear_head(tmp_path, glue_root, tuned):
