@@ -54,7 +54,8 @@ def test_unknown_component_is_named():
                           text=True, cwd=REPO)
     assert proc.returncode != 0
     assert "'sentence_prediction_r4f' is not a criterion, task, model or architecture of the plugin" in proc.stderr
-    assert "arch: bart_sn_base, bart_sn_large, roberta_sn_base, roberta_sn_large" in proc.stderr
+    assert ("arch: bart_sn_base, bart_sn_large, bart_sn_outproj_base, bart_sn_outproj_large, roberta_sn_base, "
+            "roberta_sn_large, roberta_sn_outproj_base, roberta_sn_outproj_large") in proc.stderr
 
 
 def help_of(name):

@@ -145,7 +145,7 @@ def test_a_hydra_config_of_the_installed_copy_trains(installed, toy_task):
     hydra_dir = os.path.join(installed["cwd"], "hydra")
     proc = run(installed, fairseq_command("fairseq-hydra-train") + [
         "--config-name", "rte_r3f", f"hydra.run.dir={hydra_dir}", f"task.data={toy_task}",
-        "checkpoint.restore_file=no-pretrained-model.pt", "checkpoint.save_dir=save", "optimization.max_update=2",
+        "checkpoint.finetune_from_model=null", "checkpoint.save_dir=save", "optimization.max_update=2",
         "+model.encoder_layers=2", "+model.encoder_embed_dim=32", "+model.encoder_ffn_embed_dim=64",
         "+model.encoder_attention_heads=2", "task.max_positions=64", "common.cpu=true", "common.fp16=false",
         "common.log_interval=1", "dataset.num_workers=0"])

@@ -1,4 +1,4 @@
-"""sentence_prediction_r3f through the real fairseq-train command line (issue tests 1, 3, 5, 6)."""
+"""sentence_prediction_r3f through the real fairseq-train command line."""
 
 import pytest
 
