@@ -34,10 +34,10 @@ def _cpu_half_layer_norm() -> bool:
     return True
 
 
-# Half-precision forwards of a whole model on the CPU: torch < 2 has no fp16 LayerNorm kernel there.
+# Half-precision forwards of a whole model on the CPU: torch 1.13 and 2.1 lack the fp16 LayerNorm kernel there.
 needs_cpu_fp16 = pytest.mark.skipif(not _cpu_half_layer_norm(), reason=(
     f"torch {torch.__version__} has no fp16 LayerNorm on the CPU ('LayerNormKernelImpl' not implemented for "
-    f"'Half'): the test needs a torch that has it (torch 2.x builds do)"))
+    f"'Half'): the test needs a torch that has it (2.13 has; 1.13 and 2.1 do not)"))
 
 
 def _loads_weights_only_by_default() -> bool:
