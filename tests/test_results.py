@@ -46,8 +46,8 @@ def valid_lines(rounds, start=1):
     for k, round_ in enumerate(rounds, start=start):
         lines.append(log_line("train_inner", {"epoch": 1, "loss": 0.7, "num_updates": 10 * k}))
         for subset, metrics in round_.items():
-            lines.append(log_line(subset, {f"{subset}_{m}": v for m, v in metrics.items()}
-                                  | {f"{subset}_num_updates": 10 * k, f"{subset}_loss": 0.5}))
+            lines.append(log_line(subset, {**{f"{subset}_{m}": v for m, v in metrics.items()},
+                                           f"{subset}_num_updates": 10 * k, f"{subset}_loss": 0.5}))
     return lines
 
 
