@@ -72,8 +72,11 @@ def add_glue_metrics_where_missing() -> bool:
         def forward(self, model, sample, reduce=True):
             if not self.keep_pred_and_targ or model.training:
                 return super().forward(model, sample, reduce)
+            # imported here: this class is defined before the plugin's criterions are
+            from fairseq_r3f.criterions.r3f import recorded_outputs
+
             head = model.classification_heads[self.classification_head_name]
-            with _recorded_output(head) as outputs:
+            with recorded_outputs(head) as outputs:
                 loss, sample_size, logging_output = super().forward(model, sample, reduce)
             logits = outputs[-1]
             targets = model.get_targets(sample, [logits]).view(-1)
@@ -106,20 +109,6 @@ def add_glue_metrics_where_missing() -> bool:
     node._name = "sentence_prediction"
     ConfigStore.instance().store(name="sentence_prediction", group="criterion", node=node, provider="fairseq")
     return True
-
-
-class _recorded_output:
-    """Records the outputs of ``module`` while the ``with`` block runs."""
-
-    def __init__(self, module):
-        self.module, self.outputs = module, []
-
-    def __enter__(self):
-        self.handle = self.module.register_forward_hook(lambda _m, _i, output: self.outputs.append(output))
-        return self.outputs
-
-    def __exit__(self, *exc):
-        self.handle.remove()
 
 
 def _concat_meter():
