@@ -90,10 +90,11 @@ class PerturbationStats:
 
 @contextlib.contextmanager
 def perturbed_token_embeddings(
-    model: nn.Module, perturbation: Perturbation, stats: Optional[PerturbationStats] = None
+    model: nn.Module, perturbation: Perturbation, stats: Optional[PerturbationStats] = None, count_from: int = 0
 ) -> Iterator[None]:
     """Within the block, every forward of ``model``'s encoder adds ``perturbation(E[tokens])`` to its raw
-    token embeddings. The sum is formed in fp32 and cast back to the embeddings' dtype once."""
+    token embeddings. The sum is formed in fp32 and cast back to the embeddings' dtype once. ``stats`` counts
+    the sentences from row ``count_from`` on (a doubled batch whose first copy stays clean)."""
     encoder = find_token_encoder(model)
     original = encoder.forward_embedding
 
@@ -104,8 +105,9 @@ def perturbed_token_embeddings(
         perturbed = (token_embedding.float() + delta).to(token_embedding.dtype)
         if stats is not None:
             with torch.no_grad():  # count real tokens only, so counts of sub-batches add up
-                real = src_tokens.ne(encoder.padding_idx).unsqueeze(-1)
-                stats.changed = stats.changed + ((perturbed != token_embedding) & real).sum()
+                real = src_tokens[count_from:].ne(encoder.padding_idx).unsqueeze(-1)
+                changed = perturbed[count_from:] != token_embedding[count_from:]
+                stats.changed = stats.changed + (changed & real).sum()
                 stats.total = stats.total + real.sum() * perturbed.size(-1)
         return original(src_tokens, perturbed)
 

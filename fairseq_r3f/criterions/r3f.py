@@ -11,13 +11,7 @@ import torch
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.logging import metrics
 
-from fairseq_r3f.perturb import (
-    NOISE_TYPES,
-    PerturbationStats,
-    find_token_encoder,
-    perturbed_token_embeddings,
-    random_noise,
-)
+from fairseq_r3f.perturb import NOISE_TYPES, PerturbationStats, perturbed_token_embeddings, random_noise
 
 logger = logging.getLogger(__name__)
 
@@ -80,23 +74,17 @@ class NoisedForward:
         self._check_rounding(stats)
         return output, {"noise_changed": stats.changed, "noise_total": stats.total}
 
-    def doubled(self, model, forward: Callable[[], torch.Tensor], src_tokens: torch.Tensor, batch: int):
-        """``forward()`` on a doubled batch (``src_tokens``: the batch twice, 2B x T) with noise on the second
-        copy only; returns its output and the logging entries of the noise, counted on that copy."""
+    def doubled(self, model, forward: Callable[[], torch.Tensor], batch: int):
+        """``forward()`` on a doubled batch (the batch twice, 2B x T) with noise on the second copy only;
+        returns its output and the logging entries of the noise, counted on that copy."""
         stats = PerturbationStats()
-        real = src_tokens[batch:].ne(find_token_encoder(model).padding_idx).unsqueeze(-1)
         sample = random_noise(self.noise_type, self.noise_scale)
 
         def perturbation(token_embedding):  # 2B x T x C
-            clean, noised = token_embedding[:batch], token_embedding[batch:]
-            noise = sample(noised)
-            with torch.no_grad():
-                changed = ((noised.float() + noise).to(noised.dtype) != noised) & real
-                stats.changed = stats.changed + changed.sum()
-                stats.total = stats.total + real.sum() * noised.size(-1)
-            return torch.cat([torch.zeros(clean.shape, dtype=noise.dtype, device=noise.device), noise])
+            noise = sample(token_embedding[batch:])
+            return torch.cat([noise.new_zeros(token_embedding[:batch].shape), noise])
 
-        with perturbed_token_embeddings(model, perturbation):
+        with perturbed_token_embeddings(model, perturbation, stats, count_from=batch):
             output = forward()
         self._check_rounding(stats)
         return output, {"noise_changed": stats.changed, "noise_total": stats.total}
@@ -132,7 +120,7 @@ class DoubledBatchModel:
         doubled = {key: torch.cat([value, value]) if torch.is_tensor(value) and value.dim() > 0
                    and value.size(0) == batch else value for key, value in net_input.items()}
         output, self.noise_log = self._noised_forward.doubled(
-            self._model, lambda: self._model(**doubled), doubled["src_tokens"], batch
+            self._model, lambda: self._model(**doubled), batch
         )
         first, *rest = output  # logits first; the rest (attention, inner states) stays doubled
         self.clean_output, self.noised_output = (first[:batch], *rest), (first[batch:], *rest)
