@@ -229,9 +229,42 @@ def now_iso() -> str:
 
 # ----------------------------------------------------------------------------------------- tables
 
+def read_table_file(path: str) -> Tuple[List[str], Dict[str, Dict[str, str]]]:
+    """(header, {first cell: {column: value}}) of a hyper-parameter table: tab-separated, ``#`` comment lines and
+    blank lines skipped, then a header. The one reader of the tables (``fairseq_r3f.tools.read_table`` uses it);
+    stdlib only, so that the recipes plan without importing fairseq.
+
+    A row with another number of cells than the header, or a second row with a first cell already seen, is
+    refused (ValueError naming the file and the lines): either would make a value silently come from the wrong
+    cell or the wrong row. A missing file is a FileNotFoundError naming it."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such hyper-parameter table")
+    header: Optional[List[str]] = None
+    rows: Dict[str, Dict[str, str]] = {}
+    first_line: Dict[str, int] = {}
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip() or line.startswith("#"):
+                continue
+            cells = line.split("\t")
+            if header is None:
+                header, header_line = cells, number
+                continue
+            if len(cells) != len(header):
+                raise ValueError(f"{path}:{number}: {len(cells)} tab-separated cells, but the header (line "
+                                 f"{header_line}) has {len(header)} columns: give every row one cell per column")
+            key = cells[0]
+            if key in rows:
+                raise ValueError(f"{path}:{number}: a second row {key!r} (the first is line {first_line[key]}): "
+                                 f"keep one of lines {first_line[key]} and {number}")
+            rows[key], first_line[key] = dict(zip(header, cells)), number
+    return header or [], rows
+
+
 class Tables:
-    """The hyper-parameter tables (tab-separated, # comments, a header): one value by row and column; a
-    missing one stops the launcher naming the file."""
+    """The hyper-parameter tables (:func:`read_table_file`): one value by row and column; a missing or malformed
+    table, or a missing value, stops the launcher naming the file."""
 
     def __init__(self, folder: str = HPARAMS):
         self.folder = folder
@@ -242,21 +275,10 @@ class Tables:
 
     def rows(self, name: str) -> Tuple[List[str], Dict[str, Dict[str, str]]]:
         if name not in self._cache:
-            header, rows = None, {}
-            path = self.path(name)
-            if not os.path.isfile(path):
-                fail(f"{path}: no such hyper-parameter table")
-            with open(path, encoding="utf-8") as f:
-                for line in f:
-                    line = line.rstrip("\n")
-                    if not line.strip() or line.startswith("#"):
-                        continue
-                    cells = line.split("\t")
-                    if header is None:
-                        header = cells
-                    else:
-                        rows.setdefault(cells[0], dict(zip(header, cells)))
-            self._cache[name] = (header or [], rows)
+            try:
+                self._cache[name] = read_table_file(self.path(name))
+            except (OSError, ValueError) as error:
+                fail(str(error))
         return self._cache[name]
 
     def get(self, name: str, row: str, column: str) -> str:

@@ -3,7 +3,7 @@ fairseq console script of this environment (and run one with its output in a log
 without its start-up noise, and the hyper-parameter tables shipped with the package.
 
 The tables live in ``fairseq_r3f/hparams/`` (package data), so an installed copy reads the same values as a
-source checkout; recipes/*.sh read the same files.
+source checkout; the run layer under the recipes (launch.py) reads the same files with the same reader.
 """
 
 import contextlib
@@ -105,24 +105,16 @@ def tiny_model_flags(family: str) -> List[str]:
 
 
 def read_table(path: str) -> Dict[str, Dict[str, str]]:
-    """A tab-separated table (``#`` comment lines, then a header) as {first column: {column: value}}.
+    """A hyper-parameter table as {first column: {column: value}}: tab-separated, ``#`` comment lines, then a
+    header; a duplicated first cell or a row with another number of cells is refused (ValueError naming the file
+    and lines).
 
     ``path`` is a file, or the name of a shipped table (``glue.tsv``)."""
+    # the run layer's reader (fairseq_r3f/launch.py keeps it: the recipes run that file to plan without importing
+    # fairseq); imported here, not at the top, because this module is imported while the package itself is, and
+    # ``python -m fairseq_r3f.launch`` must find fairseq_r3f.launch not yet imported
+    from fairseq_r3f.launch import read_table_file
+
     if os.sep not in path and not os.path.exists(path):
         path = hparams_path(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such hyper-parameter table")
-    rows, header = {}, None
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            if not line.strip() or line.startswith("#"):
-                continue
-            cells = line.split("\t")
-            if header is None:
-                header = cells
-                continue
-            if len(cells) != len(header):
-                raise ValueError(f"{path}:{number}: {len(cells)} columns, the header has {len(header)}")
-            rows[cells[0]] = dict(zip(header, cells))
-    return rows
+    return read_table_file(path)[1]

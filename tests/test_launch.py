@@ -123,3 +123,71 @@ def test_a_wrong_invocation_prints_the_recipes_usage(tmp_path):
     usage = launch.usage_text(os.path.join(os.path.dirname(launch.USER_DIR), "recipes", "glue.sh"))
     status = launch.run_recipe("glue", ["RTE"], inputs(tmp_path), usage=usage, stdout=out, stderr=err)
     assert status == 2 and err.getvalue().startswith("error: give a TASK and a METHOD\n\nFine-tune RoBERTa-large")
+
+
+# ------------------------------------------------------------------------- the hyper-parameter tables' reader
+
+def write_table(path, lines):
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return str(path)
+
+
+def test_the_table_reader_skips_comments_and_blank_lines_and_keeps_every_cell(tmp_path):
+    from fairseq_r3f import tools
+
+    path = write_table(tmp_path / "t.tsv", ["# what the table holds", "", "name\tvalue\tsource", "   ",
+                                            "lr\t1e-5\tTable 5", "# a note", "seeds\t5\t", "dropout\t0.1\tours"])
+    header, rows = launch.read_table_file(path)
+    assert header == ["name", "value", "source"]
+    assert rows == {"lr": {"name": "lr", "value": "1e-5", "source": "Table 5"},
+                    "seeds": {"name": "seeds", "value": "5", "source": ""},
+                    "dropout": {"name": "dropout", "value": "0.1", "source": "ours"}}
+    assert tools.read_table(path) == rows  # the package's tools read with the same reader
+
+
+@pytest.mark.parametrize("reader", ["launch", "tools"])
+def test_a_table_with_a_key_twice_is_refused_naming_the_file_lines_and_key(tmp_path, reader):
+    from fairseq_r3f import tools
+
+    path = write_table(tmp_path / "t.tsv", ["# c", "name\tvalue", "lr\t1e-5", "seeds\t5", "", "lr\t2e-5"])
+    with pytest.raises(ValueError) as error:
+        launch.read_table_file(path) if reader == "launch" else tools.read_table(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}:6: ") and "'lr'" in message and "line 3" in message
+
+
+@pytest.mark.parametrize("reader", ["launch", "tools"])
+@pytest.mark.parametrize("row, cells", [("lr\t1e-5", 2), ("lr\t1e-5\tTable 5\textra", 4)])
+def test_a_row_with_another_number_of_cells_than_the_header_is_refused(tmp_path, reader, row, cells):
+    from fairseq_r3f import tools
+
+    path = write_table(tmp_path / "t.tsv", ["# c", "name\tvalue\tsource", "seeds\t5\tours", row])
+    with pytest.raises(ValueError) as error:
+        launch.read_table_file(path) if reader == "launch" else tools.read_table(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}:4: {cells} tab-separated cells") and "(line 2) has 3 columns" in message
+
+
+def test_the_launcher_refuses_a_table_with_a_key_twice_instead_of_taking_one_row(tmp_path):
+    """A second RTE row in glue_tasks.tsv: the recipe stops naming the file and both lines; it takes neither the
+    first row nor the last without a word."""
+    import shutil
+
+    hparams = tmp_path / "hparams"
+    shutil.copytree(launch.HPARAMS, hparams)
+    table = hparams / "glue_tasks.tsv"
+    lines = table.read_text(encoding="utf-8").splitlines()
+    [first] = [number for number, line in enumerate(lines, 1) if line.startswith("RTE\t")]
+    write_table(table, lines + [lines[first - 1]])
+    out, err = io.StringIO(), io.StringIO()
+    status = launch.run_recipe("glue", ["RTE", "r3f"], inputs(tmp_path), str(hparams), stdout=out, stderr=err)
+    assert status == 2 and out.getvalue() == ""
+    assert f"error: {table}:{len(lines) + 1}: a second row 'RTE' (the first is line {first})" in err.getvalue()
+
+
+def test_every_shipped_table_has_one_row_per_key_and_one_cell_per_column():
+    names = sorted(name for name in os.listdir(launch.HPARAMS) if name.endswith(".tsv"))
+    assert len(names) >= 8
+    for name in names:
+        header, rows = launch.read_table_file(os.path.join(launch.HPARAMS, name))
+        assert len(header) >= 2 and rows, name

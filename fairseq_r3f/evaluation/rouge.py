@@ -36,7 +36,6 @@ BART's published CNN/DM numbers used.
 """
 
 import argparse
-import csv
 import json
 import multiprocessing
 import os
@@ -46,6 +45,7 @@ import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from fairseq_r3f.evaluation import generation
+from fairseq_r3f.launch import read_table_file
 from fairseq_r3f.preprocess.files import DataError, read_lines
 from fairseq_r3f.tools import USER_DIR, fairseq_command, hparams_path
 
@@ -53,12 +53,10 @@ ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
 
 def read_hparams(path: Optional[str] = None) -> Dict[str, Dict[str, str]]:
-    """{dataset: {name: value}} from the tab-separated table."""
-    with open(path or hparams_path("summarization.tsv"), encoding="utf-8") as f:
-        rows = [row for row in csv.reader(f, delimiter="\t") if row and not row[0].startswith("#")]
-    header = rows[0]
+    """{dataset: {name: value}} from the tab-separated table (read as every hyper-parameter table is)."""
+    header, rows = read_table_file(path or hparams_path("summarization.tsv"))
     datasets = header[1:-1]  # the last column says where a value comes from
-    return {d: {row[0]: row[1 + i] for row in rows[1:]} for i, d in enumerate(datasets)}
+    return {d: {name: row[d] for name, row in rows.items()} for d in datasets}
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -399,7 +397,10 @@ def main(argv=None) -> int:
             parser.error(f"--runs {args.runs}: no such folder")
         return score_runs(args, argv, extra)
 
-    hparams = read_hparams(args.hparams)
+    try:
+        hparams = read_hparams(args.hparams)
+    except (OSError, ValueError) as error:  # a missing or malformed --hparams table
+        parser.error(str(error))
     if args.dataset not in hparams:
         parser.error(f"unknown --dataset {args.dataset!r}: choose one of {', '.join(hparams)}")
     settings = hparams[args.dataset]
