@@ -692,12 +692,8 @@ def plan_glue(args: List[str], settings: Settings, tables: Tables) -> Plan:
     task_flags = [] if metric_flags == "-" else metric_flags_supported(metric_flags.split(), settings)
     per_gpu, effective = split_batch(settings, batch)
     max_positions = glue_value("max_positions")
-    pretrained = [] if settings.tiny else ["--finetune-from-model", settings.env.get("ROBERTA_PATH", "")]
-    tiny_flags: List[str] = []
-    if settings.tiny:
-        arch = arch.replace("large", "base", 1)
-        tiny_flags = tables.get("tiny.tsv", "roberta", "flags").split()
-        max_update, warmup, max_positions = int(settings.tiny_updates), 1, "64"
+    model, max_update, warmup, max_positions = sentence_model(settings, tables, arch, "ROBERTA_PATH", max_update,
+                                                              warmup, max_positions)
     save_root = settings.text("SAVE_ROOT", "runs/glue")
     notes.append(f"# {task} {method}: lr {lr}, {max_update} updates ({warmup} warm-up), effective batch {effective} = "
                  f"{settings.world_size} GPU(s) x {per_gpu} x update-freq {settings.update_freq} "
@@ -741,7 +737,7 @@ def plan_glue(args: List[str], settings: Settings, tables: Tables) -> Plan:
 
     def command(config_flags, seed, run_dir):
         return sentence_prediction_command(
-            data, fairseq_task, num_classes, max_positions, [arch, *pretrained, *tiny_flags], criterion,
+            data, fairseq_task, num_classes, max_positions, model, criterion,
             [*config_flags, *task_flags], {**values, "weight_decay": weight_decay}, max_update, warmup, method_flags,
             per_gpu, valid, metric, seed, run_dir, [*shared, *dist, *args])
 
@@ -791,15 +787,12 @@ def plan_glue_rxf_released(task: str, method: str, args: List[str], settings: Se
     launch, dist = settings.launch_prefix()
     shared = settings.shared_flags()
     per_gpu, effective = split_batch(settings, int(value("batch_size")))
-    arch, max_positions = value("arch"), value("max_positions")
-    total, warmup, max_epoch = value("total_num_update"), value("warmup_updates"), value("max_epoch")
-    max_update = 0  # none: the README's run ends at --max-epoch
-    pretrained = [] if settings.tiny else ["--finetune-from-model", settings.env.get("ROBERTA_PATH", "")]
-    model: List[str] = []
+    total, max_epoch = value("total_num_update"), value("max_epoch")
+    # max_update 0: none, the README's run ends at --max-epoch
+    model, max_update, warmup, max_positions = sentence_model(settings, tables, value("arch"), "ROBERTA_PATH", 0,
+                                                              int(value("warmup_updates")), value("max_positions"))
     if settings.tiny:
-        arch = arch.replace("large", "base", 1)
-        model = tables.get("tiny.tsv", "roberta", "flags").split()
-        max_positions, total, warmup, max_update = "64", settings.tiny_updates, "1", int(settings.tiny_updates)
+        total = settings.tiny_updates
     train_size = int(tables.get("glue_tasks.tsv", task, "train_size"))
     notes.append(f"# {task} {method} (fairseq examples/rxf/README.md, not the paper's {paper}): lr {value('lr')}, "
                  f"{total} updates planned by the schedule ({warmup} warm-up), ending at {max_epoch} epochs; "
@@ -818,8 +811,8 @@ def plan_glue_rxf_released(task: str, method: str, args: List[str], settings: Se
 
     def command(config_flags, seed, run_dir):
         return sentence_prediction_command(
-            data, "sentence_prediction", value("num_classes"), max_positions, [arch, *pretrained, *model], criterion,
-            config_flags, values, max_update, int(warmup), ["--max-epoch", max_epoch, *value("flags").split()],
+            data, "sentence_prediction", value("num_classes"), max_positions, model, criterion,
+            config_flags, values, max_update, warmup, ["--max-epoch", max_epoch, *value("flags").split()],
             per_gpu, "valid", metric, seed, run_dir, [*shared, *dist, *args], shorten=settings.tiny,
             total_num_update=int(total))
 
@@ -834,6 +827,19 @@ def r3f_axes(r3f: R3FSettings) -> List[Axis]:
     return [Axis("r3f_lambda", "--r3f-lambda", "lambda", r3f.lambdas), Axis("noise_type", "--noise-type", "",
                                                                              r3f.noise_types),
             Axis("eps", "--eps", eps_name, [r3f.eps])]
+
+
+def sentence_model(settings: Settings, tables: Tables, arch: str, checkpoint_variable: str, max_update: int,
+                   warmup: int, max_positions: str) -> Tuple[List[str], int, int, str]:
+    """(--arch's value and the model flags after it, max update, warm-up updates, max positions) of a GLUE or
+    XNLI run: the table's large model fine-tuned from the checkpoint that ``checkpoint_variable`` names
+    (ROBERTA_PATH, XLMR_PATH) on the table's schedule; with TINY=1 the base-shaped tiny model of tiny.tsv,
+    randomly initialised, for TINY_UPDATES updates (one of them warm-up) on 64 positions."""
+    if not settings.tiny:
+        return [arch, "--finetune-from-model", settings.env.get(checkpoint_variable, "")], max_update, warmup, \
+            max_positions
+    tiny = tables.get("tiny.tsv", "roberta", "flags").split()
+    return [arch.replace("large", "base", 1), *tiny], int(settings.tiny_updates), 1, "64"
 
 
 def split_batch(settings: Settings, batch: int) -> Tuple[int, int]:
@@ -917,12 +923,8 @@ def plan_xnli(args: List[str], settings: Settings, tables: Tables) -> Plan:
     max_update = int(value("max_update"))
     warmup = int(float(value("warmup_ratio")) * max_update)
     max_positions, train_size = value("max_positions"), int(value("train_size"))
-    pretrained = [] if settings.tiny else ["--finetune-from-model", settings.env.get("XLMR_PATH", "")]
-    tiny_flags: List[str] = []
-    if settings.tiny:
-        arch = arch.replace("large", "base", 1)
-        tiny_flags = tables.get("tiny.tsv", "roberta", "flags").split()
-        max_update, warmup, max_positions = int(settings.tiny_updates), 1, "64"
+    model, max_update, warmup, max_positions = sentence_model(settings, tables, arch, "XLMR_PATH", max_update,
+                                                              warmup, max_positions)
     save_root = settings.text("SAVE_ROOT", "runs/xnli")
     notes.append(f"# XNLI {method}: {max_update} updates ({warmup} warm-up), effective batch {effective} = "
                  f"{settings.world_size} GPU(s) x {per_gpu} x update-freq {settings.update_freq} "
@@ -942,9 +944,8 @@ def plan_xnli(args: List[str], settings: Settings, tables: Tables) -> Plan:
 
     def command(config_flags, seed, run_dir):
         return sentence_prediction_command(
-            data_dir, "sentence_prediction", v["num_classes"], max_positions, [arch, *pretrained, *tiny_flags],
-            criterion, config_flags, v, max_update, warmup, [], per_gpu, valid, "accuracy", seed, run_dir,
-            [*shared, *dist, *args])
+            data_dir, "sentence_prediction", v["num_classes"], max_positions, model, criterion, config_flags, v,
+            max_update, warmup, [], per_gpu, valid, "accuracy", seed, run_dir, [*shared, *dist, *args])
 
     plan = Plan("xnli", launch, notes=notes, overrides=list(args), swept=swept)
     sentence_runs(plan, f"{save_root}/{method}", configs, seeds, label, search, command)
