@@ -1432,6 +1432,199 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
 
 
+# ------------------------------------------------------------------- fairseq-hydra-train's runs
+#
+# fairseq-hydra-train composes a config and trains it in one process: there is no argument list to plan. The
+# plugin's hydra module (hydra_plugins/fairseq_r3f_plugin) hands the composed config of one of the plugin's
+# configs to launch_composed, which runs the steps above on it: the run folder is checkpoint.save_dir, the
+# planned configuration is the composed config's, and the label comes from what the config composed to.
+
+HYDRA_SUMMARIZATION_DATASETS = ("cnn_dm", "gigaword", "reddit_tifu")
+HYDRA_CONFIG_METHODS = {"stdpp": "std++", "std": "std", "r3f": "r3f", "r4f": "r4f"}
+# fairseq's own log format, which the tables read train.log in (fairseq_cli/train.py, fairseq.utils.reset_logging)
+FAIRSEQ_LOG_FORMAT = "%(asctime)s | %(levelname)s | %(name)s | %(message)s"
+
+
+def hydra_config_family(config_name: str) -> Optional[Tuple[str, str]]:
+    """(family, method of the name) for one of the plugin's config names (rte_r3f -> ("rte", "r3f"), xnli_std,
+    cnn_dm_r3f); None for any other config."""
+    family, _, method = (config_name or "").rpartition("_")
+    if not family or method not in HYDRA_CONFIG_METHODS:
+        return None
+    return family, method
+
+
+def _first(value):
+    """A one-item list's item (an OmegaConf ListConfig too); anything else as it is."""
+    if value is not None and not isinstance(value, (str, bytes)) and hasattr(value, "__len__"):
+        return value[0] if len(value) == 1 else list(value)
+    return value
+
+
+def hydra_label(cfg, config_name: str, tables: Optional[Tables] = None) -> Dict:
+    """run.json's label of a fairseq-hydra-train run of the plugin's config ``config_name``, from the composed
+    config ``cfg`` (what will run): the method from its criterion and head, checked against the config's name;
+    the GLUE task from the name, checked against the composed number of classes and the data folder's name."""
+    tables = tables or Tables()
+    family, name_method = hydra_config_family(config_name) or ("", "")
+    criterion = str(cfg.criterion._name)
+    arch = str(cfg.model._name)
+    common = {"config": config_name, "seed": int(cfg.common.seed),
+              "search": {"configurations": 1, "grid": {}, "grid_size": 1, "sweep": False}}
+    r3f_values = {key: cfg.criterion[key] for key in ("r3f_lambda", "noise_type", "eps") if key in cfg.criterion}
+    if family in HYDRA_SUMMARIZATION_DATASETS:
+        if criterion != SEQ2SEQ_CRITERION:
+            fail(f"criterion._name={criterion}: {config_name} trains {SEQ2SEQ_CRITERION}; drop the override")
+        return {"dataset": family, **common, **r3f_values,
+                "r3f_kl_normalization": cfg.criterion.get("r3f_kl_normalization")}
+    head = head_of_arch(arch)
+    if head == OUTPROJ_HEAD:
+        fail(f"model._name={arch} is fairseq's released out_proj-only head, not {config_name}'s: drop it")
+    method = {"sentence_prediction": "std" if family == "xnli" else "std++",
+              "sentence_prediction_r3f": "r4f" if head else "r3f"}.get(criterion)
+    if method is None or (head and method != "r4f"):
+        fail(f"criterion._name={criterion} with model._name={arch} is none of the methods of the plugin's configs "
+             f"(std/std++: sentence_prediction; r3f: sentence_prediction_r3f; r4f: the same on an *_sn_* model): "
+             f"run {config_name} as it is, or the recipes for other methods")
+    if method != HYDRA_CONFIG_METHODS[name_method]:
+        fail(f"{config_name} composed to {method} (criterion._name={criterion}, model._name={arch}), not "
+             f"{HYDRA_CONFIG_METHODS[name_method]}: drop the overrides that change the method, or run the config of "
+             f"the method you mean")
+    if family == "xnli":
+        task = "XNLI"
+    else:
+        known = {t.lower().replace("-", "_"): t for t in tables.rows("glue_tasks.tsv")[1]}
+        if family not in known:
+            fail(f"{config_name}: no GLUE task {family!r} in {tables.path('glue_tasks.tsv')}")
+        task = known[family]
+        classes = tables.get("glue_tasks.tsv", task, "num_classes")
+        if int(cfg.task.num_classes) != int(classes):
+            fail(f"task.num_classes={cfg.task.num_classes}: {task} has {classes} classes; drop the override (the "
+                 f"tables would list the run as {task})")
+        data = os.path.basename(os.path.normpath(str(cfg.task.data)))
+        other = {f"{t}-bin": t for t in known.values()}.get(data)
+        if other is not None and other != task:
+            fail(f"task.data={cfg.task.data} holds {other}, and {config_name} is {task}: give {task}'s data, or "
+                 f"run {other.lower().replace('-', '_')}_{name_method}")
+    batch = cfg.dataset.batch_size
+    world = int(cfg.distributed_training.distributed_world_size or 1)
+    update_freq = int(_first(cfg.optimization.update_freq) or 1)
+    if not r3f_values:  # as the recipes label a method without the R3F term
+        r3f_values = {"r3f_lambda": 0, "noise_type": "none"}
+    return {"task": task, "method": method, "metric": str(cfg.checkpoint.best_checkpoint_metric),
+            "valid_subsets": str(cfg.dataset.valid_subset), "batch_reading": "effective",
+            "effective_batch": None if batch is None else int(batch) * world * update_freq,
+            **common, **r3f_values, "lr": _first(cfg.optimization.lr)}
+
+
+def _trained_config(cfg):
+    """The config fairseq-hydra-train's _hydra_main hands to fairseq-train: the composed one with fairseq's
+    defaults added (add_defaults) and every interpolation resolved. ``cfg`` itself is left as it is."""
+    import copy
+
+    from fairseq.dataclass.initialize import add_defaults
+    from omegaconf import OmegaConf
+
+    cfg = copy.deepcopy(cfg)
+    add_defaults(cfg)
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    if str(cfg.task.get("_name")).startswith("sentence_prediction") and "max_positions" in cfg.task:
+        cfg.model.max_positions = cfg.task.max_positions  # as the task's build_model does before the model is built
+    return cfg
+
+
+@contextlib.contextmanager
+def _train_log(path: str) -> Iterator[None]:
+    """Appends fairseq's log lines (its json records and checkpoint messages) to ``path`` in fairseq-train's format,
+    whatever Hydra does with the console: a handler on fairseq's loggers, which Hydra's logging setup and fairseq's
+    reset_logging (both of the root logger only) leave alone."""
+    import logging
+
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(FAIRSEQ_LOG_FORMAT, datefmt="%Y-%m-%d %H:%M:%S"))
+    loggers = [logging.getLogger(name) for name in ("fairseq", "fairseq_cli")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+        handler.close()
+
+
+def launch_composed(cfg, train: Callable, config_name: str, argv: Sequence[str], env: Optional[Mapping] = None):
+    """One fairseq-hydra-train run of the plugin's config ``config_name`` through the run layer; ``train(cfg)``
+    is fairseq-hydra-train's own training (its _hydra_main). The run folder checkpoint.save_dir is locked for
+    the whole launch; run.json (label, the command line, the planned configuration), versions.json and
+    command.sh are written before training, train.log gets a ``# TIME start`` line and fairseq's records; after
+    training the checkpoint is verified against the plan, identity.json written, then ``done``. A folder whose
+    recorded plan differs is refused naming the field; a done run is not trained again; a checkpoint at its
+    planned end is not trained one update further. Returns what ``train`` returns (None when nothing trained)."""
+    from fairseq_r3f import runs
+
+    env = os.environ if env is None else env
+    if int(env.get("WORLD_SIZE") or 1) > 1 or int(env.get("SLURM_NTASKS") or 1) > 1:
+        fail("fairseq-hydra-train of the plugin's configs runs as one process (its run folder is locked and "
+             "recorded by it): set distributed_training.distributed_world_size=N for N GPUs of one machine, or use "
+             "the recipes (LAUNCHER=torchrun / slurm) for several processes or machines")
+    label = hydra_label(cfg, config_name)
+    planned = runs.effective_configuration(_trained_config(cfg))
+    run_dir = os.path.abspath(str(cfg.checkpoint.save_dir))
+    label_path, done_path = os.path.join(run_dir, LABEL_FILE), os.path.join(run_dir, DONE_FILE)
+    os.makedirs(run_dir, exist_ok=True)
+    with run_lock(run_dir):
+        if os.path.exists(label_path):
+            recorded = read_json_file(label_path, "what the run is")
+            recorded = recorded if isinstance(recorded, dict) else {}
+            differing = [f"{key}: {recorded.get(key)!r} recorded, {label.get(key)!r} now"
+                         for key in ("task", "dataset", "method", "seed") if recorded.get(key) != label.get(key)]
+            if recorded.get("recipe", "hydra") != "hydra":
+                differing.insert(0, f"a run of recipes/{recorded['recipe']}.sh, not of fairseq-hydra-train")
+            if not differing:
+                keys = runs.configuration_differences(recorded.get("planned_configuration") or {}, planned)
+                differing = [f"{key}: {(recorded.get('planned_configuration') or {}).get(key)!r} recorded, "
+                             f"{planned.get(key)!r} now" for key in keys[:1]]
+            if differing:
+                fail(f"{run_dir} holds a run of another plan ({differing[0]}; see {label_path}): launch it with the "
+                     f"overrides it was started with, or give another checkpoint.save_dir (or delete the folder)")
+        if os.path.exists(done_path):
+            print(f"skip {run_dir}: already done (delete the folder to run it again)", file=sys.stderr)
+            return None
+        command = ["fairseq-hydra-train", *argv]
+        write_json_atomic(label_path, {**label, "recipe": "hydra", "command": command,
+                                       "overrides": [a for a in argv if "=" in a and not a.startswith("-")],
+                                       "swept": [], "planned_configuration": planned})
+        write_text_atomic(os.path.join(run_dir, "command.sh"), quoted(command) + "\n")
+        write_json_atomic(os.path.join(run_dir, "versions.json"), runs.versions())
+        checkpoint = os.path.join(run_dir, runs.CHECKPOINT)
+        trained_path = os.path.join(run_dir, "trained")
+        trained = read_json_file(trained_path, "where fairseq-train ended") if os.path.exists(trained_path) else None
+        progress = checkpoint_progress(checkpoint)
+        result = None
+        max_update = int(cfg.optimization.max_update or 0)
+        if reached_end(progress, ["--max-update", str(max_update)], trained):
+            print(f"{run_dir}: its checkpoint already reached the planned end (update {progress['num_updates']}): "
+                  f"checking and recording it without training", file=sys.stderr)
+        else:
+            log_path = os.path.join(run_dir, runs.LOG_FILE)
+            with open(log_path, "a", encoding="utf-8") as log:
+                log.write(f"# {now_iso()} start\n")
+            with _train_log(log_path):
+                result = train(cfg)
+            progress = checkpoint_progress(checkpoint)
+            if progress is not None:
+                write_json_atomic(trained_path, {"num_updates": progress["num_updates"], "ended": now_iso()})
+        if progress is None:
+            print(f"note: {run_dir} saved no checkpoint: no identity.json (the tables cannot check what it was)",
+                  file=sys.stderr)
+        else:
+            verify(None, run_dir, planned)
+        write_json_atomic(done_path, {"num_updates": None if progress is None else progress["num_updates"],
+                                      "finished": now_iso()})
+        return result
+
+
 def usage_text(recipe_file: Optional[str]) -> str:
     """The recipe's header (from its third line to the first empty one), as its usage."""
     if recipe_file and os.path.isfile(recipe_file):

@@ -9,7 +9,12 @@ Inside a fairseq program (fairseq is already imported) this module then
 - puts the plugin's config folders (fairseq_r3f/config/{glue,xnli,summarization}) on Hydra's search path, so
   ``--config-name rte_r3f`` also works without ``--config-dir``;
 - refuses a command-line override that makes one of the plugin's configs another method than its name says
-  (``rte_r4f model._name=roberta_large`` would train a plain head, which is R3F), before anything runs.
+  (``rte_r4f model._name=roberta_large`` would train a plain head, which is R3F), before anything runs;
+- runs each of the plugin's configs (rte_r3f, xnli_std, cnn_dm_r3f, ...) through the run layer
+  (``fairseq_r3f.launch.launch_composed``): fairseq-hydra-train's ``_hydra_main`` is wrapped, so that
+  checkpoint.save_dir is locked while it trains and gets run.json, versions.json, command.sh, train.log,
+  identity.json and ``done`` as a recipe's run folder does, and the result tables take it. Configs of other
+  names train as fairseq has them, unrecorded.
 
 Other Hydra programs are left alone: nothing is imported and the search path is unchanged.
 """
@@ -37,17 +42,23 @@ CONFIG_METHODS = {"stdpp": "std++", "std": "std", "r3f": "r3f", "r4f": "r4f"}
 SUMMARIZATION_PREFIXES = ("cnn_dm_", "gigaword_", "reddit_tifu_")
 
 
-def method_override_problem(argv) -> str:
-    """What in ``argv`` (fairseq-hydra-train's command line) contradicts the method its config name says, or a
-    value that is not a finite number; '' when nothing does."""
-    from fairseq_r3f.launch import SENTENCE_METHODS, is_outproj_sn_arch, is_sn_arch
-
+def config_name(argv):
+    """The config name fairseq-hydra-train's command line gives (--config-name / -cn), or None."""
     name = None
     for i, arg in enumerate(argv):
         if arg in ("--config-name", "-cn") and i + 1 < len(argv):
             name = argv[i + 1]
         elif arg.startswith("--config-name="):
             name = arg.split("=", 1)[1]
+    return name
+
+
+def method_override_problem(argv) -> str:
+    """What in ``argv`` (fairseq-hydra-train's command line) contradicts the method its config name says, or a
+    value that is not a finite number; '' when nothing does."""
+    from fairseq_r3f.launch import SENTENCE_METHODS, is_outproj_sn_arch, is_sn_arch
+
+    name = config_name(argv)
     for arg in argv:  # optimization.lr=[nan] trains an update before fairseq stops on a FloatingPointError
         key, _, value = arg.lstrip("+~").partition("=")
         if key and not key.startswith("-") and "max_norm" not in key:
@@ -78,6 +89,42 @@ def method_override_problem(argv) -> str:
     return ""
 
 
+def _hydra_train_modules():
+    """fairseq-hydra-train's module as it runs: fairseq_cli.hydra_train (the console script), or __main__ under
+    ``python -m fairseq_cli.hydra_train``."""
+    found = [sys.modules.get("fairseq_cli.hydra_train")]
+    main = sys.modules.get("__main__")
+    if getattr(getattr(main, "__spec__", None), "name", None) == "fairseq_cli.hydra_train":
+        found.append(main)
+    return [module for module in found if module is not None and callable(getattr(module, "_hydra_main", None))]
+
+
+def install_run_layer(argv) -> None:
+    """Wraps fairseq-hydra-train's ``_hydra_main`` (which its ``hydra_main`` looks up at call time) so that a
+    run of one of the plugin's configs goes through fairseq_r3f.launch.launch_composed."""
+    from fairseq_r3f.launch import hydra_config_family
+
+    name = config_name(argv)
+    if hydra_config_family(name or "") is None:
+        return
+    for module in _hydra_train_modules():
+        original = module._hydra_main
+        if getattr(original, "fairseq_r3f_run_layer", False):
+            continue
+
+        def _hydra_main(cfg, _original=original, **kwargs):
+            from fairseq_r3f.launch import Stop, launch_composed
+
+            try:
+                return launch_composed(cfg, lambda c: _original(c, **kwargs), name, list(argv))
+            except Stop as stop:
+                print(f"error: {stop}", file=sys.stderr)
+                sys.exit(stop.status)
+
+        _hydra_main.fairseq_r3f_run_layer = True
+        module._hydra_main = _hydra_main
+
+
 if _in_fairseq():
     import fairseq_r3f  # noqa: F401  (registers the criterions, tasks and architectures)
 
@@ -85,6 +132,7 @@ if _in_fairseq():
     if _problem:
         print(f"error: {_problem}", file=sys.stderr)
         sys.exit(2)
+    install_run_layer(sys.argv[1:])
 
 
 class FairseqR3FSearchPathPlugin(SearchPathPlugin):
