@@ -59,6 +59,13 @@ def warmup_updates(ratio: str, max_update: int) -> int:
     return int(float(ratio) * max_update)  # truncated, as the recipes' awk printf "%d"
 
 
+def single_run_choice(criterion: str) -> str:
+    """For R3F/R4F configs, the header's note that lambda and the noise type are a choice (the paper gives grids)."""
+    if criterion != "sentence_prediction_r3f":
+        return ""
+    return ";\nlambda and noise type: our single-run choice (the paper gives their grids)"
+
+
 def fp16_common(log_interval: int = 100) -> Dict[str, object]:
     """recipes/common.sh's FP16=1 flags (the authors' loss-scale settings) and logging."""
     return {"fp16": True, "fp16_init_scale": 4, "threshold_loss_scale": 1, "fp16_scale_window": 128,
@@ -107,7 +114,8 @@ def glue_configs() -> List[Tuple[str, str, Config]]:
         max_update = number(row["max_update"])
         for method, (what, criterion, arch) in GLUE_METHODS.items():
             header = (f"GLUE {task}, {what}.\nlr, updates, batch: paper Table 5 (fairseq_r3f/hparams/glue_tasks.tsv);"
-                      f"\nthe rest: Table 6 and RoBERTa's GLUE settings (glue.tsv).")
+                      f"\nthe rest: Table 6 and RoBERTa's GLUE configs (fairseq examples/roberta/config/finetuning)"
+                      f"{single_run_choice(criterion)}.\nEach value's source: fairseq_r3f/hparams/glue.tsv.")
             config = sentence_prediction_config(
                 shared, number(row["num_classes"]), row["metric"], row["valid_subsets"], criterion,
                 arch, row["lr"], max_update, number(row["batch_size"]), warmup_updates(shared["warmup_ratio"],
@@ -127,7 +135,8 @@ def xnli_configs() -> List[Tuple[str, str, Config]]:
     configs = []
     for method, (what, criterion, arch) in XNLI_METHODS.items():
         header = (f"Zero-shot XNLI with XLM-R large, {what}:\ntrain on English MNLI, validate on the 15 languages of "
-                  f"Table 3.\nValues: paper Table 9 (fairseq_r3f/hparams/xnli.tsv).")
+                  f"Table 3.\nValues: paper Table 9; warm-up, attention dropout and clip norm: our choices"
+                  f"{single_run_choice(criterion)}.\nEach value's source: fairseq_r3f/hparams/xnli.tsv.")
         config = sentence_prediction_config(
             shared, number(shared["num_classes"]), "accuracy", valid, criterion, arch, shared["lr"], max_update,
             number(shared["batch_size"]), warmup_updates(shared["warmup_ratio"], max_update), {})
@@ -143,9 +152,10 @@ def summarization_configs() -> List[Tuple[str, str, Config]]:
         value = {name: row[dataset] for name, row in table.items()}
         update_freq = number(value["reference_gpus"]) * number(value["reference_update_freq"])
         header = (f"{dataset} summarization: BART-large fine-tuned with R3F (label-smoothed cross-entropy plus "
-                  f"lambda x symmetric KL).\nValues: paper Tables 7 and 8 (fairseq_r3f/hparams/summarization.tsv).\n"
+                  f"lambda x symmetric KL).\nValues: paper Tables 7 and 8; attention dropout and label smoothing: "
+                  f"BART's CNN/DM recipe\n(each value's source: fairseq_r3f/hparams/summarization.tsv).\n"
                   f"Tokens per update = max_tokens x update_freq x GPUs = {number(value['max_tokens']) * update_freq}"
-                  f" (the table's {value['reference_gpus']} GPUs);\non N GPUs set "
+                  f" (the table assumes {value['reference_gpus']} GPUs;\nthe paper gives no GPU count); on N GPUs set "
                   f"optimization.update_freq=[{update_freq}/N].")
         config: Config = {
             "common": fp16_common(),
