@@ -1,7 +1,12 @@
 """The hydra configs in fairseq_r3f/config: their values are the hyper-parameter tables', and they train under the
-plain ``fairseq-hydra-train`` console script as fairseq's own examples are run (no wrapper, no extra fields)."""
+plain ``fairseq-hydra-train`` console script as fairseq's own examples are run (no wrapper, no extra fields),
+through the run layer: checkpoint.save_dir is locked, recorded, verified and marked done as a recipe's run folder,
+and the result tables take it."""
 
+import fcntl
 import json
+import shutil
+import socket
 import os
 import random
 import re
@@ -10,7 +15,7 @@ import sys
 
 import pytest
 import torch
-from conftest import USER_DIR
+from conftest import USER_DIR, real_weights
 from omegaconf import OmegaConf
 
 from fairseq_r3f.config import CONFIG_DIR, generate
@@ -185,12 +190,32 @@ def saved_cfg(save_dir):
     return state["cfg"], state["model"]
 
 
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def glue_table(root, out):
+    """The GLUE results table over ``root`` (python -m fairseq_r3f.evaluation.results glue): its results.json."""
+    proc = subprocess.run([sys.executable, "-m", "fairseq_r3f.evaluation.results", "glue", str(root),
+                           "--out", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return read_json(os.path.join(out, "results.json"))
+
+
 def test_glue_r3f_config_trains_with_r3f_under_fairseq_hydra_train(toy_task, tmp_path):
-    save = tmp_path / "save"
-    proc, records = hydra_train(
-        tmp_path, f"task.data={toy_task}", "checkpoint.finetune_from_model=null",
-        f"common.user_dir={USER_DIR}", f"checkpoint.save_dir={save}", "optimization.max_update=3",
-        *TINY_ROBERTA, *ON_THE_CPU, config_dir=os.path.join(CONFIG_DIR, "glue"), config_name="rte_r3f")
+    """The run is recorded as a recipe's (run.json labelled from what composed, identity.json, done) and the GLUE
+    table lists it with its logged number; the same command again trains nothing; another lambda into the same
+    save_dir is refused with the field named."""
+    save = tmp_path / "runs" / "rte_r3f" / "seed1"
+
+    def launch(*extra):
+        return hydra_train(
+            tmp_path, f"task.data={toy_task}", "checkpoint.finetune_from_model=null",
+            f"common.user_dir={USER_DIR}", f"checkpoint.save_dir={save}", "optimization.max_update=3",
+            *TINY_ROBERTA, *ON_THE_CPU, *extra, config_dir=os.path.join(CONFIG_DIR, "glue"), config_name="rte_r3f")
+
+    proc, records = launch()
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [r["num_updates"] for r in records["train_inner"]] == ["1", "2", "3"]
     assert all(float(r["symm_kl"]) > 0 for r in records["train_inner"])  # the R3F term is computed and logged
@@ -200,29 +225,99 @@ def test_glue_r3f_config_trains_with_r3f_under_fairseq_hydra_train(toy_task, tmp
     assert cfg["model"]["_name"] == "roberta_large" and cfg["model"]["encoder_layers"] == 2
     assert cfg["optimization"]["lr"] == [1e-5] and cfg["lr_scheduler"]["warmup_updates"] == 187
 
+    # recorded as the recipes record a run
+    label = read_json(save / "run.json")
+    assert {k: label[k] for k in ("recipe", "task", "method", "seed", "config", "r3f_lambda", "noise_type")} == {
+        "recipe": "hydra", "task": "RTE", "method": "r3f", "seed": 1, "config": "rte_r3f", "r3f_lambda": 1.0,
+        "noise_type": "uniform"}
+    assert label["planned_configuration"]["criterion.r3f_lambda"] == 1
+    assert label["planned_configuration"]["model.encoder_layers"] == 2
+    assert read_json(save / "done")["num_updates"] == 3
+    assert read_json(save / "identity.json")["mismatches"] == []
+    assert (save / "versions.json").exists() and "fairseq-hydra-train" in (save / "command.sh").read_text()
+
+    # the GLUE table lists it with the number its log gave
+    valid = max(float(r["valid_accuracy"]) for r in records["valid"])
+    results = glue_table(tmp_path / "runs", tmp_path / "table")
+    [cell] = results["summary"]
+    assert (cell["task"], cell["row"], cell["seeds"]) == ("RTE", "R3F", [1])
+    assert cell["max"][0] == pytest.approx(valid) and results["not_in_tables"] == []
+
+    # the same command again: nothing trained, the checkpoint untouched
+    stamp = os.stat(save / "checkpoint_last.pt").st_mtime_ns
+    proc, records = launch()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not records and f"skip {save}: already done" in proc.stderr
+    assert os.stat(save / "checkpoint_last.pt").st_mtime_ns == stamp
+
+    # another effective setting into the same save_dir: refused, naming the field
+    proc, records = launch("criterion.r3f_lambda=0.5")
+    assert proc.returncode == 2 and "criterion.r3f_lambda: 1 recorded, 0.5 now" in proc.stderr, proc.stderr[-2000:]
+    assert not records and os.stat(save / "checkpoint_last.pt").st_mtime_ns == stamp
+
+
+def test_a_save_dir_in_use_is_refused_naming_the_holder(toy_task, tmp_path):
+    save = tmp_path / "run"
+    save.mkdir()
+    holder = f"pid {os.getpid()} host {socket.gethostname()} started 2026-01-01T00:00:00Z"
+    with open(save / "lock", "w") as lock:  # held as launch.run_lock holds it
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock.write(holder + "\n")
+        lock.flush()
+        proc, records = hydra_train(
+            tmp_path, f"task.data={toy_task}", "checkpoint.finetune_from_model=null", f"checkpoint.save_dir={save}",
+            "optimization.max_update=1", *TINY_ROBERTA, *ON_THE_CPU, config_name="rte_r4f")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"error: {save} is in use by {holder}" in proc.stderr
+    assert not records and sorted(os.listdir(save)) == ["lock"]
+
 
 def test_the_same_command_again_resumes_instead_of_reloading_the_pretrained_model(toy_task, tmp_path):
-    """A stopped run launched again continues from its own checkpoint_last.pt: the pretrained model is loaded
-    only on the first launch (finetune_from_model), and checkpoint_best.pt is not overwritten by a restart."""
+    """A run killed after update 2 and launched again with the same command continues from its own
+    checkpoint_last.pt (the pretrained model is loaded only on the first launch) and ends with the uninterrupted
+    run's model; a kill between the end of training and ``done`` trains nothing more."""
     def train(save, max_update, pretrained="null"):
         return hydra_train(
             tmp_path, f"task.data={toy_task}", f"checkpoint.finetune_from_model={pretrained}",
             f"common.user_dir={USER_DIR}", f"checkpoint.save_dir={save}", f"optimization.max_update={max_update}",
-            *TINY_ROBERTA, *ON_THE_CPU,
+            "checkpoint.save_interval_updates=2", *TINY_ROBERTA, *ON_THE_CPU,
             config_dir=os.path.join(CONFIG_DIR, "glue"), config_name="rte_r3f")
 
     proc, _ = train(tmp_path / "pretrained", 2)
     assert proc.returncode == 0, proc.stderr[-3000:]
     pretrained = tmp_path / "pretrained" / "checkpoint_last.pt"
-    proc, records = train(tmp_path / "run", 2, pretrained)
+    run = tmp_path / "runs" / "run"
+    proc, records = train(run, 4, pretrained)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"loading pretrained model from {pretrained}" in proc.stdout + proc.stderr
-    assert [r["num_updates"] for r in records["train_inner"]] == ["1", "2"]
-    proc, records = train(tmp_path / "run", 4, pretrained)  # the same command, a longer budget: resumes
+    assert [r["num_updates"] for r in records["train_inner"]] == ["1", "2", "3", "4"]
+    uninterrupted = {k: v.clone() for k, v in saved_cfg(run)[1].items()}
+    valid = [float(r["valid_accuracy"]) for r in records["valid"]]
+
+    # as a SIGKILL after update 2 leaves the folder: checkpoint_last.pt at update 2, no trained, identity or done
+    shutil.copy(run / "checkpoint_1_2.pt", run / "checkpoint_last.pt")
+    for name in ("trained", "identity.json", "done"):
+        os.remove(run / name)
+    proc, records = train(run, 4, pretrained)  # the same command
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-3000:]
     assert "loading pretrained model" not in output and "checkpoint_last.pt" in output
     assert [r["num_updates"] for r in records["train_inner"]] == ["3", "4"]
+    resumed, _ = real_weights(saved_cfg(run)[1])
+    assert resumed.keys() == real_weights(uninterrupted)[0].keys()
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed), "the resumed run ends elsewhere"
+    assert read_json(run / "done")["num_updates"] == 4
+
+    # a kill between the end of training and done: the same command records the run, training nothing
+    os.remove(run / "done")
+    stamp = os.stat(run / "checkpoint_last.pt").st_mtime_ns
+    proc, records = train(run, 4, pretrained)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "already reached the planned end (update 4)" in proc.stderr and not records
+    assert os.stat(run / "checkpoint_last.pt").st_mtime_ns == stamp and read_json(run / "done")["num_updates"] == 4
+    # the table reads the trajectory that led to the final checkpoint: the resumed launch's rounds
+    [cell] = glue_table(tmp_path / "runs", tmp_path / "table")["summary"]
+    assert cell["max"][0] == pytest.approx(max(valid))
 
 
 def test_an_override_that_changes_the_method_is_refused_before_training(toy_task, tmp_path):
