@@ -18,7 +18,10 @@ import torch
 from conftest import USER_DIR, real_weights
 from omegaconf import OmegaConf
 
+from fairseq_r3f import runs
 from fairseq_r3f.config import CONFIG_DIR, generate
+from fairseq_r3f.evaluation.results import is_xnli
+from fairseq_r3f.evaluation.rouge import is_summarization
 from fairseq_r3f.preprocess.xnli import LANGUAGES
 from fairseq_r3f.tools import fairseq_command, read_table
 
@@ -347,6 +350,9 @@ def test_xnli_r4f_config_found_by_name_alone_trains_the_spectrally_normalised_he
     assert cfg["model"]["_name"] == "roberta_sn_large" and cfg["criterion"]["_name"] == "sentence_prediction_r3f"
     head = "classification_heads.sentence_classification_head."
     assert {head + "dense.u", head + "out_proj.u"} <= set(state)  # every head matrix carries its power-iteration u
+    label = read_json(save / "run.json")
+    assert (label["task"], label["method"], label["recipe"]) == ("XNLI", "r4f", "hydra")
+    assert runs.run_status(str(save), is_xnli) == ("finished", "update 2")  # as the XNLI table reads it
 
 
 def write_tiny_summarization_set(folder):
@@ -379,4 +385,8 @@ def test_summarization_config_trains_bart_with_the_seq2seq_r3f_criterion(tmp_pat
     cfg, _ = saved_cfg(save)
     assert cfg["criterion"]["_name"] == "label_smoothed_cross_entropy_r3f"
     assert cfg["criterion"]["r3f_kl_normalization"] == "sentence" and cfg["optimization"]["clip_norm"] == 0.1
+    label = read_json(save / "run.json")
+    assert (label["dataset"], label["recipe"]) == ("cnn_dm", "hydra")
+    assert label["r3f_lambda"] == cfg["criterion"]["r3f_lambda"]
+    assert runs.run_status(str(save), is_summarization("cnn_dm")) == ("finished", "update 2")  # the ROUGE table's
 

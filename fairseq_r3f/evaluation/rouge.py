@@ -257,7 +257,8 @@ def _without(argv: List[str], flag: str) -> List[str]:
 
 def is_summarization(dataset: str):
     def accepts(label: Dict) -> bool:
-        return label.get("recipe", "summarization") == "summarization" and label.get("dataset") == dataset
+        # recipes/summarization.sh's runs, and fairseq-hydra-train's of the summarization configs (cnn_dm_r3f)
+        return label.get("recipe", "summarization") in ("summarization", "hydra") and label.get("dataset") == dataset
     return accepts
 
 
