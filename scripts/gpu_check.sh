@@ -10,6 +10,8 @@
 #   1. python -m fairseq_r3f.benchmark --json on CUDA, in fp32 and in fp16 (Table 1: cost per update);
 #   2. R3F and R4F fine-tuning of a small RoBERTa on the built-in toy task, with --fp16 and with --bf16
 #      (skipped where the GPU has no bf16), reporting the logged noise_kept, symm_kl, loss and accuracy;
+#      and label_smoothed_cross_entropy_r3f training of a small BART with --fp16 on a toy seq2seq task (reverse
+#      the source), reporting the same;
 #   3. with two or more GPUs: the same R3F training under torchrun on two processes and in one process
 #      (same sentences per update: batch B on each of 2 ranks = batch B with --update-freq 2), without
 #      dropout and with a noise that depends only on the embedding, so both must give the same losses,
@@ -159,7 +161,7 @@ for precision, bench in report["benchmark"].items():
               f"{m['peak_mb']:.0f} | {m['memory_ratio']:.2f} |" for m in bench["methods"]]
     lines += [f"- target {name}: {'met' if ok else 'NOT met'}" for name, ok in bench["targets"].items()] + [""]
 if report["training"]:
-    lines += ["## Fine-tuning in half precision (toy task)", "",
+    lines += ["## Fine-tuning in half precision (toy tasks)", "",
               "| method | precision | status | updates | noise_kept % (first / mean / min) | symm_kl | train loss | "
               "valid acc | ups |", "|---|---|---|---|---|---|---|---|---|"]
     for t in report["training"]:
@@ -277,12 +279,40 @@ TOY_TASK=("$DATA" --user-dir "$USER_DIR" --task sentence_prediction --num-classe
   --noise-type uniform --optimizer adam --lr 1e-4 --lr-scheduler fixed --required-batch-size-multiple 1
   --log-format json --seed 1 --num-workers 0)
 FP16_FLAGS=(--fp16 --fp16-init-scale 4 --threshold-loss-scale 1 --fp16-scale-window 128)  # the authors' RTE flags
+# A toy seq2seq task in fairseq's raw text format: each target is its source reversed, one vocabulary for both
+# sides (BART shares its embeddings).
+SEQ2SEQ_DATA=$(cat <<'PY'
+import os
+import random
+import sys
 
-step bench_fp32 120 "${BENCH[@]}" --plot "$OUT/benchmark_fp32.png"
-step bench_fp16 120 "${BENCH[@]}" --fp16 --plot "$OUT/benchmark_fp16.png"
-step toy_task 60 "$PYTHON" -c "import sys; from fairseq_r3f.toy_data import write_toy_task
-write_toy_task(sys.argv[1], n_train=4000, n_valid=500, label_noise=0.15)" "$OUT/toy"
-for precision in fp16 bf16; do
+out, rng = sys.argv[1], random.Random(0)
+words = ["w%d" % i for i in range(100)]
+os.makedirs(out, exist_ok=True)
+for lang in ("src", "tgt"):
+    with open(os.path.join(out, "dict.%s.txt" % lang), "w") as f:
+        f.write("".join(word + " 1\n" for word in words))
+for split, n in (("train", 4000), ("valid", 500)):
+    sources = [[rng.choice(words) for _ in range(rng.randint(8, 24))] for _ in range(n)]
+    for lang, lines in (("src", sources), ("tgt", [s[::-1] for s in sources])):
+        with open(os.path.join(out, "%s.src-tgt.%s" % (split, lang)), "w") as f:
+            f.write("".join(" ".join(line) + "\n" for line in lines))
+PY
+)
+# A 2 + 2-layer BART from scratch, 256 wide like the RoBERTa above, with the summarization recipe's criterion
+# flags; --report-accuracy: the target tokens predicted right, the report's accuracy column.
+SEQ2SEQ_TASK=("$OUT/toy_seq2seq" --user-dir "$USER_DIR" --task translation --source-lang src --target-lang tgt
+  --dataset-impl raw --arch bart_base --encoder-layers 2 --decoder-layers 2 --encoder-embed-dim 256
+  --decoder-embed-dim 256 --encoder-ffn-embed-dim 1024 --decoder-ffn-embed-dim 1024 --encoder-attention-heads 4
+  --decoder-attention-heads 4 --max-source-positions 128 --max-target-positions 128 --layernorm-embedding
+  --share-all-embeddings --share-decoder-input-output-embed --criterion label_smoothed_cross_entropy_r3f
+  --label-smoothing 0.1 --report-accuracy --r3f-lambda 0.01 --noise-type uniform --eps 1e-5
+  --r3f-kl-normalization sentence --optimizer adam --lr 1e-4 --lr-scheduler fixed --required-batch-size-multiple 1
+  --log-format json --seed 1 --num-workers 0)
+
+# train_sentence_prediction PRECISION: R3F and R4F on the toy task in fp16 or bf16.
+train_sentence_prediction() {
+  local precision=$1 flags method arch name
   flags=("${FP16_FLAGS[@]}")
   [[ $precision == fp16 ]] || flags=(--bf16)
   for method in r3f r4f; do
@@ -296,7 +326,18 @@ for precision in fp16 bf16; do
     step "$name" 90 "${TRAIN[@]}" "${TOY_TASK[@]}" --arch "$arch" --eps 1e-5 --batch-size 32 --max-update 300 \
       --log-interval 10 --distributed-world-size 1 --no-save --save-dir "$OUT/$name" "${flags[@]}"
   done
-done
+}
+
+step bench_fp32 120 "${BENCH[@]}" --plot "$OUT/benchmark_fp32.png"
+step bench_fp16 120 "${BENCH[@]}" --fp16 --plot "$OUT/benchmark_fp16.png"
+step toy_task 60 "$PYTHON" -c "import sys; from fairseq_r3f.toy_data import write_toy_task
+write_toy_task(sys.argv[1], n_train=4000, n_valid=500, label_noise=0.15)" "$OUT/toy"
+step toy_seq2seq 30 "$PYTHON" -c "$SEQ2SEQ_DATA" "$OUT/toy_seq2seq"
+train_sentence_prediction fp16
+# before the bf16 steps: fp16 is what the summarization and translation recipes train with
+step train_bart-r3f_fp16 90 "${TRAIN[@]}" "${SEQ2SEQ_TASK[@]}" --batch-size 32 --max-update 100 --log-interval 10 \
+  --distributed-world-size 1 --no-save --save-dir "$OUT/train_bart-r3f_fp16" "${FP16_FLAGS[@]}"
+train_sentence_prediction bf16
 
 if ((GPUS >= 2)); then
   # fairseq seeds each update alike on every rank, so rank 1 would draw other noise and dropout than the second
