@@ -1570,6 +1570,10 @@ def launch_composed(cfg, train: Callable, config_name: str, argv: Sequence[str],
              "the recipes (LAUNCHER=torchrun / slurm) for several processes or machines")
     label = hydra_label(cfg, config_name)
     planned = runs.effective_configuration(_trained_config(cfg))
+    if int(cfg.distributed_training.distributed_world_size or 1) > 1:
+        print("note: fairseq spawns one worker per GPU, which log to Hydra's log only: this run's train.log gets no "
+              "records, and the tables will list it as truncated; the recipes (NGPUS=N) record multi-GPU runs",
+              file=sys.stderr)
     run_dir = os.path.abspath(str(cfg.checkpoint.save_dir))
     label_path, done_path = os.path.join(run_dir, LABEL_FILE), os.path.join(run_dir, DONE_FILE)
     os.makedirs(run_dir, exist_ok=True)

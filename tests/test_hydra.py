@@ -169,6 +169,43 @@ def test_the_hydra_plugin_leaves_other_hydra_programs_alone():
     assert proc.stdout.split() == ["False", "0"]
 
 
+def composed(name, **overrides):
+    """The plugin's config ``name`` as fairseq-hydra-train composes it (fairseq's schema, the YAML, overrides)."""
+    from fairseq.dataclass.configs import FairseqConfig
+
+    cfg = OmegaConf.merge(OmegaConf.structured(FairseqConfig), load(name))
+    for key, value in overrides.items():
+        OmegaConf.update(cfg, key.replace("__", "."), value, merge=False)
+    return cfg
+
+
+def test_the_run_layer_labels_each_config_from_what_it_composes():
+    import fairseq_r3f  # noqa: F401  (the plugin's criterions and architectures)
+    from fairseq_r3f.launch import Stop, hydra_label
+
+    methods = {"stdpp": "std++", "std": "std", "r3f": "r3f", "r4f": "r4f"}
+    for task, file in GLUE_FILES.items():
+        for method in ("stdpp", "r3f", "r4f"):
+            label = hydra_label(composed(f"{file}_{method}", task__data=f"/data/{task}-bin"), f"{file}_{method}")
+            assert (label["task"], label["method"], label["seed"]) == (task, methods[method], 1)
+            assert label["effective_batch"] == int(read_table("glue_tasks.tsv")[task]["batch_size"])
+            assert label["r3f_lambda"] == (0 if method == "stdpp" else 1.0)
+    for method in ("std", "r3f", "r4f"):
+        label = hydra_label(composed(f"xnli_{method}", task__data="/data/xnli"), f"xnli_{method}")
+        assert (label["task"], label["method"]) == ("XNLI", method)
+    label = hydra_label(composed("gigaword_r3f", task__data="/data/gigaword", common__seed=3), "gigaword_r3f")
+    assert (label["dataset"], label["seed"], "method" in label) == ("gigaword", 3, False)
+    for name, overrides, message in (
+            ("rte_r3f", {"task__data": "/data/MNLI-bin"}, "task.data=/data/MNLI-bin holds MNLI, and rte_r3f is RTE"),
+            ("rte_r3f", {"task__num_classes": 3}, "task.num_classes=3: RTE has 2 classes"),
+            ("rte_r3f", {"criterion": {"_name": "sentence_prediction"}}, "rte_r3f composed to std++"),
+            ("rte_r4f", {"model___name": "roberta_large"}, "rte_r4f composed to r3f"),
+            ("cnn_dm_r3f", {"criterion": {"_name": "label_smoothed_cross_entropy"}}, "cnn_dm_r3f trains")):
+        cfg = composed(name, **{"task__data": "/data/x", **overrides})
+        with pytest.raises(Stop, match=re.escape(message)):
+            hydra_label(cfg, name)
+
+
 # -- through fairseq-hydra-train -----------------------------------------------------------------------------------
 
 
