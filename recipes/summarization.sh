@@ -15,7 +15,7 @@ set -euo pipefail
 #   SWEEP=1        every lambda x noise type of Table 8 (LAMBDAS="0.01 0.1", NOISE_TYPES="uniform" narrow it);
 #                  otherwise one configuration: R3F_LAMBDA (default 0.01) and NOISE_TYPE (default uniform);
 #                  R3F_EPS (default the table's 1e-5)
-#   R3F_KL_NORMALIZATION=sentence  what lambda weighs (docs/summarization.md); the grid was tuned for sentence
+#   R3F_KL_NORMALIZATION=sentence  what lambda weighs (docs/summarization.md); Table 8 used sentence (assumed)
 #   and the launch settings of recipes/common.sh: NGPUS NNODES UPDATE_FREQ LAUNCHER FP16 DRY_RUN TINY.
 #   The effective batch is Table 7's max tokens x reference_gpus (8) tokens per update; each GPU gets
 #   that / (NGPUS x NNODES x UPDATE_FREQ) tokens, which must be whole and hold a 1024-token article.

@@ -54,7 +54,8 @@ class LabelSmoothedCrossEntropyR3FConfig(LabelSmoothedCrossEntropyCriterionConfi
         default="sentence",
         metadata={
             "help": "what lambda weighs: 'sentence' = the KL summed over each target sentence, averaged over "
-            "the batch (the authors' scaling, for which the paper's lambda grid 0.001/0.01/0.1 was tuned); "
+            "the batch (the authors' released scaling; we assume the paper's lambda grid 0.001/0.01/0.1 was tuned "
+            "with it: the paper does not say); "
             "'token' = the mean KL per non-padding target token (comparable across datasets)"
         },
     )
