@@ -191,3 +191,14 @@ def test_every_shipped_table_has_one_row_per_key_and_one_cell_per_column():
     for name in names:
         header, rows = launch.read_table_file(os.path.join(launch.HPARAMS, name))
         assert len(header) >= 2 and rows, name
+
+
+def test_the_rouge_tool_refuses_a_malformed_hparams_table_in_one_line(tmp_path, capsys):
+    from fairseq_r3f.evaluation import rouge
+
+    table = write_table(tmp_path / "summarization.tsv", ["name\tcnn_dm\tsource", "beam\t4\tBART", "beam\t5"])
+    with pytest.raises(SystemExit) as stop:
+        rouge.main(["--dataset", "cnn_dm", "--references", str(tmp_path / "none"), "--hparams", table])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert stop.value.code == 2 and error.endswith(f"error: {table}:3: 2 tab-separated cells, but the header (line 1) "
+                                                   f"has 3 columns: give every row one cell per column")
