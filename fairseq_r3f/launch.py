@@ -1523,33 +1523,87 @@ def _trained_config(cfg):
     import copy
 
     from fairseq.dataclass.initialize import add_defaults
-    from omegaconf import OmegaConf
+    from omegaconf import OmegaConf, open_dict
 
     cfg = copy.deepcopy(cfg)
     add_defaults(cfg)
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     if str(cfg.task.get("_name")).startswith("sentence_prediction") and "max_positions" in cfg.task:
         cfg.model.max_positions = cfg.task.max_positions  # as the task's build_model does before the model is built
+    from fairseq.models import ARCH_CONFIG_REGISTRY
+
+    arch = cfg.model.get("_name")
+    if arch in ARCH_CONFIG_REGISTRY:  # as fairseq's models.build_model completes a legacy architecture's section
+        with open_dict(cfg.model):
+            ARCH_CONFIG_REGISTRY[arch](cfg.model)
     return cfg
+
+
+TRAIN_LOG_HANDLER = "fairseq_r3f_train_log"
+
+
+def _add_to_hydra_job_logging(path: str) -> Callable[[], None]:
+    """Adds a handler of ``path`` on fairseq's loggers to Hydra's job logging config, and returns what undoes it.
+    fairseq-hydra-train hands that config to fairseq-train (cfg.job_logging_cfg), which applies it in its first
+    worker: with distributed_training.distributed_world_size > 1 a spawned process, which only logs what that
+    config says. (With common.reset_logging=true fairseq hands no config over.)"""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from omegaconf import OmegaConf, open_dict, read_write
+    except ImportError:
+        return lambda: None
+    if not HydraConfig.initialized() or HydraConfig.get().get("job_logging") is None:
+        return lambda: None
+    node = HydraConfig.get().job_logging
+    previous = {key: OmegaConf.to_container(node[key]) if key in node else None
+                for key in ("formatters", "handlers", "loggers")}
+    with read_write(node), open_dict(node):
+        node.formatters = {**(previous["formatters"] or {}),
+                           TRAIN_LOG_HANDLER: {"format": FAIRSEQ_LOG_FORMAT, "datefmt": "%Y-%m-%d %H:%M:%S"}}
+        node.handlers = {**(previous["handlers"] or {}), TRAIN_LOG_HANDLER: {
+            "class": "logging.FileHandler", "formatter": TRAIN_LOG_HANDLER, "filename": path, "encoding": "utf-8"}}
+        loggers = dict(previous["loggers"] or {})
+        for name in ("fairseq", "fairseq_cli"):
+            entry = dict(loggers.get(name) or {})
+            entry["handlers"] = [*(entry.get("handlers") or []), TRAIN_LOG_HANDLER]
+            loggers[name] = entry
+        node.loggers = loggers
+
+    def undo():
+        with read_write(node), open_dict(node):
+            for key, value in previous.items():
+                if value is None:
+                    node.pop(key, None)
+                else:
+                    node[key] = value
+
+    return undo
 
 
 @contextlib.contextmanager
 def _train_log(path: str) -> Iterator[None]:
     """Appends fairseq's log lines (its json records and checkpoint messages) to ``path`` in fairseq-train's format,
     whatever Hydra does with the console: a handler on fairseq's loggers, which Hydra's logging setup and fairseq's
-    reset_logging (both of the root logger only) leave alone."""
+    reset_logging (both of the root logger only) leave alone, and the same handler in Hydra's job logging config,
+    which fairseq-train applies in its first worker."""
     import logging
 
+    path = os.path.abspath(path)
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter(FAIRSEQ_LOG_FORMAT, datefmt="%Y-%m-%d %H:%M:%S"))
     loggers = [logging.getLogger(name) for name in ("fairseq", "fairseq_cli")]
     for logger in loggers:
         logger.addHandler(handler)
+    undo = _add_to_hydra_job_logging(path)
     try:
         yield
     finally:
-        for logger in loggers:
-            logger.removeHandler(handler)
+        undo()
+        for logger in loggers:  # this one, and those fairseq-train made from Hydra's config
+            for found in list(logger.handlers):
+                if found is handler or getattr(found, "baseFilename", None) == path:
+                    logger.removeHandler(found)
+                    found.close()
         handler.close()
 
 
@@ -1570,9 +1624,9 @@ def launch_composed(cfg, train: Callable, config_name: str, argv: Sequence[str],
              "the recipes (LAUNCHER=torchrun / slurm) for several processes or machines")
     label = hydra_label(cfg, config_name)
     planned = runs.effective_configuration(_trained_config(cfg))
-    if int(cfg.distributed_training.distributed_world_size or 1) > 1:
-        print("note: fairseq spawns one worker per GPU, which log to Hydra's log only: this run's train.log gets no "
-              "records, and the tables will list it as truncated; the recipes (NGPUS=N) record multi-GPU runs",
+    if int(cfg.distributed_training.distributed_world_size or 1) > 1 and cfg.common.reset_logging:
+        print("note: with common.reset_logging=true fairseq's workers (one per GPU) log to the console only: this "
+              "run's train.log gets no records, and the tables will list it as truncated; drop the override",
               file=sys.stderr)
     run_dir = os.path.abspath(str(cfg.checkpoint.save_dir))
     label_path, done_path = os.path.join(run_dir, LABEL_FILE), os.path.join(run_dir, DONE_FILE)

@@ -275,6 +275,10 @@ def test_glue_r3f_config_trains_with_r3f_under_fairseq_hydra_train(toy_task, tmp
     assert read_json(save / "done")["num_updates"] == 3
     assert read_json(save / "identity.json")["mismatches"] == []
     assert (save / "versions.json").exists() and "fairseq-hydra-train" in (save / "command.sh").read_text()
+    # the logging config fairseq-train applies in its first worker (a spawned process on several GPUs) writes
+    # train.log too
+    handler = cfg["job_logging_cfg"]["handlers"]["fairseq_r3f_train_log"]
+    assert handler["filename"] == str(save / "train.log")
 
     # the GLUE table lists it with the number its log gave
     valid = max(float(r["valid_accuracy"]) for r in records["valid"])
