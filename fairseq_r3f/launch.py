@@ -1446,10 +1446,12 @@ FAIRSEQ_LOG_FORMAT = "%(asctime)s | %(levelname)s | %(name)s | %(message)s"
 
 
 def hydra_config_family(config_name: str) -> Optional[Tuple[str, str]]:
-    """(family, method of the name) for one of the plugin's config names (rte_r3f -> ("rte", "r3f"), xnli_std,
-    cnn_dm_r3f); None for any other config."""
+    """(family, method of the name) for the name of one of the plugin's configs (fairseq_r3f/config/*/NAME.yaml:
+    rte_r3f -> ("rte", "r3f"), xnli_std, cnn_dm_r3f); None for any other config name."""
     family, _, method = (config_name or "").rpartition("_")
-    if not family or method not in HYDRA_CONFIG_METHODS:
+    if not family or method not in HYDRA_CONFIG_METHODS or "/" in config_name or not any(
+            os.path.isfile(os.path.join(USER_DIR, "config", folder, config_name + ".yaml"))
+            for folder in ("glue", "xnli", "summarization")):
         return None
     return family, method
 

@@ -181,8 +181,13 @@ def composed(name, **overrides):
 
 def test_the_run_layer_labels_each_config_from_what_it_composes():
     import fairseq_r3f  # noqa: F401  (the plugin's criterions and architectures)
-    from fairseq_r3f.launch import Stop, hydra_label
+    from fairseq_r3f.launch import Stop, hydra_config_family, hydra_label
 
+    # the run layer takes the plugin's configs, by name; a config of another name trains as fairseq has it
+    shipped = [name[:-5] for folder in ("glue", "xnli", "summarization")
+               for name in os.listdir(os.path.join(CONFIG_DIR, folder))]
+    assert len(shipped) == 30 and all(hydra_config_family(name) for name in shipped)
+    assert [hydra_config_family(name) for name in ("my_r3f", "rte_std", "config", "glue/rte_r3f")] == [None] * 4
     methods = {"stdpp": "std++", "std": "std", "r3f": "r3f", "r4f": "r4f"}
     for task, file in GLUE_FILES.items():
         for method in ("stdpp", "r3f", "r4f"):
