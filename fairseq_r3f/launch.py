@@ -1609,6 +1609,19 @@ def _train_log(path: str) -> Iterator[None]:
         handler.close()
 
 
+def _job_overrides(argv: Sequence[str]) -> List[str]:
+    """This job's overrides as Hydra records them (under --multirun, the job's values, not the sweep's lists);
+    the command line's when Hydra has none."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            return [str(item) for item in HydraConfig.get().overrides.task]
+    except (ImportError, AttributeError, KeyError):
+        pass
+    return [arg for arg in argv if "=" in arg and not arg.startswith("-")]
+
+
 def launch_composed(cfg, train: Callable, config_name: str, argv: Sequence[str], env: Optional[Mapping] = None):
     """One fairseq-hydra-train run of the plugin's config ``config_name`` through the run layer; ``train(cfg)``
     is fairseq-hydra-train's own training (its _hydra_main). The run folder checkpoint.save_dir is locked for
@@ -1653,8 +1666,8 @@ def launch_composed(cfg, train: Callable, config_name: str, argv: Sequence[str],
             return None
         command = ["fairseq-hydra-train", *argv]
         write_json_atomic(label_path, {**label, "recipe": "hydra", "command": command,
-                                       "overrides": [a for a in argv if "=" in a and not a.startswith("-")],
-                                       "swept": [], "planned_configuration": planned})
+                                       "overrides": _job_overrides(argv), "swept": [],
+                                       "planned_configuration": planned})
         write_text_atomic(os.path.join(run_dir, "command.sh"), quoted(command) + "\n")
         write_json_atomic(os.path.join(run_dir, "versions.json"), runs.versions())
         checkpoint = os.path.join(run_dir, runs.CHECKPOINT)
