@@ -214,9 +214,9 @@ def test_the_run_layer_labels_each_config_from_what_it_composes():
 # -- through fairseq-hydra-train -----------------------------------------------------------------------------------
 
 
-def hydra_train(cwd, *overrides, config_dir=None, config_name):
+def hydra_train(cwd, *overrides, config_dir=None, config_name, flags=()):
     """Runs the fairseq-hydra-train console script; returns (process, json records by tag)."""
-    command = fairseq_command("fairseq-hydra-train")
+    command = fairseq_command("fairseq-hydra-train") + list(flags)
     if config_dir is not None:
         command += ["--config-dir", config_dir]
     command += ["--config-name", config_name, f"hydra.run.dir={cwd}/hydra", *overrides]
@@ -303,6 +303,24 @@ def test_glue_r3f_config_trains_with_r3f_under_fairseq_hydra_train(toy_task, tmp
     proc, records = launch("criterion.r3f_lambda=0.5")
     assert proc.returncode == 2 and "criterion.r3f_lambda: 1 recorded, 0.5 now" in proc.stderr, proc.stderr[-2000:]
     assert not records and os.stat(save / "checkpoint_last.pt").st_mtime_ns == stamp
+
+
+def test_a_multirun_over_seeds_gives_one_cell_with_every_seed(toy_task, tmp_path):
+    """fairseq-hydra-train --multirun over common.seed, each job into its own save_dir: each job is a run of its own
+    (its train.log holds its records only), and the GLUE table pools the seeds in one cell."""
+    proc, records = hydra_train(
+        tmp_path, f"hydra.sweep.dir={tmp_path}/sweep", f"task.data={toy_task}",
+        "checkpoint.finetune_from_model=null", f"checkpoint.save_dir={tmp_path}/runs/seed${{common.seed}}",
+        "optimization.max_update=2", *TINY_ROBERTA, *ON_THE_CPU[:-1], "common.seed=1,2", config_name="rte_r3f",
+        flags=["--multirun"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(records["train_inner"]) == 4
+    for seed in (1, 2):
+        run = tmp_path / "runs" / f"seed{seed}"
+        assert read_json(run / "run.json")["seed"] == seed and read_json(run / "done")["num_updates"] == 2
+        assert (run / "train.log").read_text().count("| train_inner |") == 2
+    [cell] = glue_table(tmp_path / "runs", tmp_path / "table")["summary"]
+    assert (cell["row"], cell["seeds"], cell["planned_seeds"]) == ("R3F", [1, 2], 2)
 
 
 def test_a_save_dir_in_use_is_refused_naming_the_holder(toy_task, tmp_path):
