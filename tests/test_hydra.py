@@ -211,6 +211,18 @@ def test_the_run_layer_labels_each_config_from_what_it_composes():
             hydra_label(cfg, name)
 
 
+def test_several_launched_processes_are_refused(tmp_path):
+    """Under torchrun or srun every process would lock and record the same folder: refused before anything."""
+    import fairseq_r3f  # noqa: F401
+    from fairseq_r3f.launch import Stop, launch_composed
+
+    cfg = composed("rte_r3f", task__data="/data/RTE-bin", checkpoint__save_dir=str(tmp_path / "run"))
+    for env in ({"WORLD_SIZE": "2"}, {"SLURM_NTASKS": "4"}):
+        with pytest.raises(Stop, match="runs as one process"):
+            launch_composed(cfg, lambda c: pytest.fail("trained"), "rte_r3f", [], env=env)
+    assert not (tmp_path / "run").exists()
+
+
 # -- through fairseq-hydra-train -----------------------------------------------------------------------------------
 
 
