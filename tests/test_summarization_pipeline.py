@@ -164,6 +164,7 @@ def test_lambda_zero_through_the_cli_equals_the_parent_criterion(prepared, tmp_p
               "source", "--target-lang", "target", "--truncate-source", "--arch", "bart_base", *TINY_BART,
               *NO_DROPOUT, "--label-smoothing", "0.1", "--report-accuracy", "--optimizer", "adam", "--lr", "1e-3",
               "--max-tokens", "512", "--required-batch-size-multiple", "1", "--max-update", "4", "--no-save",
+              "--save-dir", str(tmp_path),  # fairseq-train makes its save dir even with --no-save
               "--cpu", "--num-workers", "0", "--seed", "1", "--log-format", "json", "--log-interval", "1"]
     _, parent = run_fairseq("train", common + ["--criterion", "label_smoothed_cross_entropy"])
     _, r3f = run_fairseq("train", common + ["--criterion", "label_smoothed_cross_entropy_r3f", "--r3f-lambda", "0"])
