@@ -177,7 +177,12 @@ IN_PROCESS_TESTS = {
         "test_run_logged_keeps_the_output_in_the_log_and_shows_only_its_tail_on_failure",
     },
     "test_option_checks": {"test_the_options_are_found"},
-    "test_options_help": {"test_the_plugin_registers_its_components", "test_every_option_the_plugin_adds_has_help"},
+    "test_options_help": {
+        "test_the_plugin_registers_its_components", "test_every_option_the_plugin_adds_has_help",
+        "test_every_registered_name_prints_its_help_in_words",
+        "test_the_probe_task_describes_itself_in_its_modules_words",
+        "test_an_architecture_names_its_family_and_the_values_it_sets", "test_a_model_lists_its_architectures",
+    },
     "test_packaging": {
         "test_the_version_is_written_once", "test_no_module_reaches_outside_the_package_through_its_own_path",
         "test_the_test_tiers_name_tests_that_exist",
