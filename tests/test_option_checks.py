@@ -94,18 +94,38 @@ def data(toy_task, translation_task):
     return {"toy": toy_task, "translation": translation_task}
 
 
+def train_in_process(args):
+    """What fairseq-train does with ``args`` (its cli_main on the CPU: parse, then fairseq_cli.train.main), in
+    this process: a refusal is the exception the command line would print, without a fairseq start-up each."""
+    from fairseq import options
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+    from fairseq_cli import train
+
+    cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(options.get_training_parser(), args))
+    train.main(cfg)
+
+
 @pytest.mark.parametrize("name, option, value", CASES)
 def test_non_finite_numbers_are_refused_with_the_flag_named(data, tmp_path, name, option, value):
     assert name in COMMANDS, f"add a fairseq-train command line for {name} to COMMANDS"
-    proc, _ = run_fairseq("train", COMMANDS[name](data, str(tmp_path), flag(option), value, "--max-update", "1"),
-                          check=False)
+    args = COMMANDS[name](data, str(tmp_path), flag(option), value, "--max-update", "1")
     documented_inf = re.search(r"\binf\b", option.metadata.get("help", "")) is not None
     if value == "inf" and documented_inf:
+        proc, _ = run_fairseq("train", args, check=False)
         assert proc.returncode == 0, proc.stderr[-2000:]  # inf has a meaning there, and it is accepted
         return
-    assert proc.returncode != 0
     expected = "a number >= 0 or inf" if documented_inf else "a finite number >= 0"
-    assert f"ValueError: {flag(option)} must be {expected} (got {value})" in proc.stderr, proc.stderr[-2000:]
+    with pytest.raises(ValueError) as refused:
+        train_in_process(args)
+    assert str(refused.value) == f"{flag(option)} must be {expected} (got {value})"
+
+
+def test_a_refusal_is_one_line_of_fairseq_trains_output(toy_task, tmp_path):
+    """The refusals above, as the command line shows them."""
+    proc, _ = run_fairseq("train", train_args(toy_task, str(tmp_path), "--r3f-lambda", "nan", "--max-update", "1"),
+                          check=False)
+    assert proc.returncode != 0
+    assert "ValueError: --r3f-lambda must be a finite number >= 0 (got nan)" in proc.stderr, proc.stderr[-2000:]
 
 
 def test_the_seq2seq_criterion_on_a_classification_task_is_refused_in_one_line(toy_task, tmp_path):
