@@ -9,12 +9,12 @@ demo: install
 	$(PY) -m fairseq_r3f.demo
 
 # the whole suite; `slow` (end-to-end) tests are marked in tests/conftest.py. It runs on TEST_WORKERS pytest-xdist
-# workers (the tests are mostly single-threaded subprocesses: two workers halve the time on 2 cores); tests that
-# share a module-scoped fixture stay on one worker (--dist loadgroup, see tests/conftest.py). TEST_WORKERS=0 runs
-# it in one process.
+# workers (the tests are mostly single-threaded subprocesses: two workers halve the time on 2 cores). Each test
+# module runs on one worker (--dist loadfile), so its module-scoped fixtures (a preprocessed corpus, a set of tiny
+# runs) are built once. TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 # unit and property tests only, in-process (under a minute)
 test-fast: install

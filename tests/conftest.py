@@ -223,17 +223,6 @@ def is_slow(module: str, test: str) -> bool:
     return module in END_TO_END_MODULES and test not in IN_PROCESS_TESTS.get(module, ())
 
 
-def module_fixtures(item):
-    """The module-scoped fixtures a test uses (directly or through other fixtures)."""
-    info = getattr(item, "_fixtureinfo", None)
-    if info is None:
-        return set()
-    return {name for name, definitions in info.name2fixturedefs.items()
-            if definitions and definitions[-1].scope == "module"}
-
-
-# tryfirst: the group marker must be on the test before pytest-xdist reads it (its own hook of this name).
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     for item in items:
         module = os.path.splitext(os.path.basename(str(item.fspath)))[0]
@@ -241,11 +230,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
         if item.originalname in OFFICIAL_TESTS.get(module, ()):
             item.add_marker(pytest.mark.official)
-        # `make test` runs on pytest-xdist workers with --dist loadgroup: the tests that share a module-scoped
-        # fixture (a preprocessed corpus, a set of tiny runs) go to one worker together, so it is built once;
-        # every other test goes to whichever worker is free. (Without xdist the marker does nothing.)
-        if module_fixtures(item):
-            item.add_marker(pytest.mark.xdist_group(module))
 
 
 _slow_unmarked = []
