@@ -82,8 +82,9 @@ def runs(toy_task, tmp_path_factory):
     std = root / "both" / "SST-2/std/default/seed1"
     finish(start(data, std, STD_LABEL, "--max-update", "12", criterion="sentence_prediction"))
     shutil.copytree(whole, root / "both" / run)
+    both = results("glue", root / "both", "--out", root / "out_both")  # the tables of an STD and an R3F run
     return {"root": root, "data": data, "whole": whole, "killed": killed, "std": std, "split": split.stdout,
-            "interrupted": root / "interrupted"}
+            "interrupted": root / "interrupted", "both": both}
 
 
 def test_what_real_runs_ran_decides_the_cells(runs):
@@ -156,8 +157,7 @@ def test_seconds_to_best_count_both_launches_of_a_resumed_run_and_figure_1(runs)
         assert best[ELAPSED] == first_part + own[0][ELAPSED]
 
     out = runs["root"] / "out_both"
-    proc = results("glue", runs["root"] / "both", "--out", out)
-    assert proc.returncode == 0, proc.stderr
+    assert runs["both"].returncode == 0, runs["both"].stderr
     rows = {line.split("\t")[1]: line.split("\t") for line in (out / "runs.tsv").read_text().splitlines()[1:]}
     for method, folder in (("r3f", runs["whole"]), ("std", runs["std"])):
         log = (folder / "train.log").read_text()
@@ -178,6 +178,7 @@ def test_seconds_to_best_count_both_launches_of_a_resumed_run_and_figure_1(runs)
 
 def test_noise_kept_of_real_runs(runs):
     out = runs["root"] / "out_both"
+    assert runs["both"].returncode == 0, runs["both"].stderr
     rows = {line.split("\t")[1]: line.split("\t") for line in (out / "runs.tsv").read_text().splitlines()[1:]}
     kept = [r["noise_kept"] for r in records_of(runs["whole"])["train_inner"]]
     assert len(kept) == 48 and rows["r3f"][5] == f"{sum(kept) / len(kept):.2f}"
