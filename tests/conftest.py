@@ -171,6 +171,7 @@ IN_PROCESS_TESTS = {
         "test_glue_configs_hold_the_tables_values", "test_the_rte_configs_say_what_the_papers_tables_say",
         "test_xnli_configs_hold_the_tables_values", "test_summarization_configs_hold_the_tables_values",
         "test_the_configs_are_what_the_tables_give_now", "test_a_stale_config_is_named",
+        "test_the_run_layer_labels_each_config_from_what_it_composes", "test_several_launched_processes_are_refused",
     },
     "test_install": {
         "test_installing_the_plugin_never_pulls_fairseq_or_torch", "test_ci_runs_the_readme_test_command",
@@ -210,7 +211,8 @@ OFFICIAL_TESTS = {
     "test_xnli": {"test_tiny_run_and_table_3"},
     "test_summarization_pipeline": {"test_recipe_trains_with_r3f_then_generates_and_scores"},
     "test_translation": {"test_bleu_over_methods_and_seeds"},
-    "test_hydra": {"test_glue_r3f_config_trains_with_r3f_under_fairseq_hydra_train"},
+    "test_hydra": {"test_glue_r3f_config_trains_with_r3f_under_fairseq_hydra_train",
+                   "test_a_save_dir_in_use_is_refused_naming_the_holder"},
     "test_export": {"test_logits_of_the_export_in_plain_fairseq_equal_the_originals"},
 }
 # A test of the fast tier that takes longer than this is named at the end of the run, to be listed above.
