@@ -1328,7 +1328,7 @@ def planned_configuration(command: Sequence[str]) -> Dict:
         fail(f"{error}: fix the flags after the recipe's arguments")
 
 
-def verify(run: Run, run_dir: str, planned: Dict) -> Dict:
+def verify(run_dir: str, planned: Dict) -> Dict:
     """The checkpoint's saved configuration against the plan, field by field; writes identity.json."""
     from fairseq_r3f import runs
 
@@ -1394,15 +1394,9 @@ def launch_run(plan: Plan, run: Run, env: Mapping[str, str], k: int, total: int,
         write_json_atomic(label_path, label)
         write_text_atomic(os.path.join(run_dir, "command.sh"), quoted(plan.launch + run.command) + "\n")
         write_json_atomic(os.path.join(run_dir, "versions.json"), runs.versions())
-        checkpoint = os.path.join(run_dir, runs.CHECKPOINT)
-        trained_path = os.path.join(run_dir, "trained")
-        trained = read_json_file(trained_path, "where fairseq-train ended") if os.path.exists(trained_path) else None
-        progress = checkpoint_progress(checkpoint)
-        log_path = os.path.join(run_dir, "train.log")
-        if reached_end(progress, run.command, trained):
-            print(f"{run_dir}: its checkpoint already reached the planned end (update {progress['num_updates']}): "
-                  f"checking and recording it without training", file=sys.stderr)
-        else:
+
+        def train() -> None:
+            log_path = os.path.join(run_dir, runs.LOG_FILE)
             with open(log_path, "a", encoding="utf-8") as log:
                 log.write(f"# {now_iso()} start\n")
                 log.flush()
@@ -1415,16 +1409,38 @@ def launch_run(plan: Plan, run: Run, env: Mapping[str, str], k: int, total: int,
                 raise Stop(f"the run in {run_dir} failed (exit status {status}); its log is {log_path}. Fix what "
                            f"its last lines above say; if it was interrupted (killed, out of memory, a lost node), "
                            f"the same command resumes it from its checkpoint_last.pt", status=1)
-            progress = checkpoint_progress(checkpoint)
-            if progress is not None:
-                write_json_atomic(trained_path, {"num_updates": progress["num_updates"], "ended": now_iso()})
-        if progress is None:
-            print(f"note: {run_dir} saved no checkpoint: no identity.json (the tables cannot check what it was)",
-                  file=sys.stderr)
-        else:
-            verify(run, run_dir, planned)
-        write_json_atomic(done_path, {"num_updates": None if progress is None else progress["num_updates"],
-                                      "finished": now_iso()})
+
+        train_verify_and_finish(run_dir, planned, run.command, train)
+
+
+def train_verify_and_finish(run_dir: str, planned: Dict, command: Sequence[str], train: Callable[[], object]):
+    """The steps of a launch after its record (under the run folder's lock): ``train()`` unless the checkpoint
+    already reached the planned end (``command``'s --max-update, or where an earlier training ended: the
+    ``trained`` record), then the checkpoint verified against ``planned`` (identity.json), then ``done``.
+    Returns what ``train`` returned (None when nothing trained)."""
+    from fairseq_r3f import runs
+
+    checkpoint = os.path.join(run_dir, runs.CHECKPOINT)
+    trained_path = os.path.join(run_dir, "trained")
+    trained = read_json_file(trained_path, "where fairseq-train ended") if os.path.exists(trained_path) else None
+    progress = checkpoint_progress(checkpoint)
+    result = None
+    if reached_end(progress, command, trained):
+        print(f"{run_dir}: its checkpoint already reached the planned end (update {progress['num_updates']}): "
+              f"checking and recording it without training", file=sys.stderr)
+    else:
+        result = train()
+        progress = checkpoint_progress(checkpoint)
+        if progress is not None:
+            write_json_atomic(trained_path, {"num_updates": progress["num_updates"], "ended": now_iso()})
+    if progress is None:
+        print(f"note: {run_dir} saved no checkpoint: no identity.json (the tables cannot check what it was)",
+              file=sys.stderr)
+    else:
+        verify(run_dir, planned)
+    write_json_atomic(os.path.join(run_dir, DONE_FILE),
+                      {"num_updates": None if progress is None else progress["num_updates"], "finished": now_iso()})
+    return result
 
 
 def _clock(seconds: float) -> str:
@@ -1670,32 +1686,16 @@ def launch_composed(cfg, train: Callable, config_name: str, argv: Sequence[str],
                                        "planned_configuration": planned})
         write_text_atomic(os.path.join(run_dir, "command.sh"), quoted(command) + "\n")
         write_json_atomic(os.path.join(run_dir, "versions.json"), runs.versions())
-        checkpoint = os.path.join(run_dir, runs.CHECKPOINT)
-        trained_path = os.path.join(run_dir, "trained")
-        trained = read_json_file(trained_path, "where fairseq-train ended") if os.path.exists(trained_path) else None
-        progress = checkpoint_progress(checkpoint)
-        result = None
-        max_update = int(cfg.optimization.max_update or 0)
-        if reached_end(progress, ["--max-update", str(max_update)], trained):
-            print(f"{run_dir}: its checkpoint already reached the planned end (update {progress['num_updates']}): "
-                  f"checking and recording it without training", file=sys.stderr)
-        else:
+
+        def train_in_this_process():
             log_path = os.path.join(run_dir, runs.LOG_FILE)
             with open(log_path, "a", encoding="utf-8") as log:
                 log.write(f"# {now_iso()} start\n")
             with _train_log(log_path):
-                result = train(cfg)
-            progress = checkpoint_progress(checkpoint)
-            if progress is not None:
-                write_json_atomic(trained_path, {"num_updates": progress["num_updates"], "ended": now_iso()})
-        if progress is None:
-            print(f"note: {run_dir} saved no checkpoint: no identity.json (the tables cannot check what it was)",
-                  file=sys.stderr)
-        else:
-            verify(None, run_dir, planned)
-        write_json_atomic(done_path, {"num_updates": None if progress is None else progress["num_updates"],
-                                      "finished": now_iso()})
-        return result
+                return train(cfg)
+
+        max_update = int(cfg.optimization.max_update or 0)
+        return train_verify_and_finish(run_dir, planned, ["--max-update", str(max_update)], train_in_this_process)
 
 
 def usage_text(recipe_file: Optional[str]) -> str:
