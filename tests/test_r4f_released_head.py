@@ -19,9 +19,15 @@ def test_a_checkpoint_of_fairseqs_flag_loads_with_the_same_logits(toy_task):
     task, fairseq_sn, _ = build_in_process(toy_task, "--spectral-norm-classification-head",
                                            criterion="sentence_prediction")
     sample = first_batch(task)
+    out_proj = fairseq_sn.classification_heads[HEAD].out_proj
+    with torch.no_grad():  # a clear gap between the two singular values: power iteration converges in a few steps
+        out_proj.weight_orig[0] *= 4  # (a random 2-row matrix can have almost equal ones, converging very slowly)
     fairseq_sn.train()
     for _ in range(20):  # let torch's power iteration converge, as training does
         logits(fairseq_sn, sample)
+    u = out_proj.weight_u.clone()
+    logits(fairseq_sn, sample)
+    torch.testing.assert_close(out_proj.weight_u, u, rtol=0, atol=1e-6)  # converged: the loaded u is a fixed point
     fairseq_sn.eval()
     state = fairseq_sn.state_dict()
     assert any(key.endswith("out_proj.weight_orig") for key in state)
