@@ -6,6 +6,9 @@ occurs more often (classification), or is their difference per token (regression
 ``pairs`` the sentence is split into two inputs, like RTE or MNLI. It is written as raw text and binarised
 with the real ``fairseq-preprocess`` into the layout fairseq's ``sentence_prediction`` task reads:
 ``input0/``, ``input1/``, ``label/``.
+
+``write_toy_reversal_task`` writes a small sequence-to-sequence task instead (each target is its source
+reversed), as raw text in the layout fairseq's ``translation`` task reads with ``--dataset-impl raw``.
 """
 
 import os
@@ -82,3 +85,22 @@ def write_toy_task(
             check=True, capture_output=True,
         )
     return data_bin
+
+
+def write_toy_reversal_task(out_dir: str, n_train: int, n_valid: int, vocab: int = 20, min_words: int = 3,
+                            max_words: int = 8, seed: int = 0) -> str:
+    """Writes ``{train,valid}.src-tgt.{src,tgt}`` and one dictionary per side (the same words: BART shares its
+    embeddings) into ``out_dir``; each target is its source, of ``min_words`` to ``max_words`` words, reversed.
+    Returns ``out_dir``, the data folder for ``--task translation --source-lang src --target-lang tgt``."""
+    rng = random.Random(seed)
+    words = [f"w{i}" for i in range(vocab)]
+    os.makedirs(out_dir, exist_ok=True)
+    for lang in ("src", "tgt"):
+        with open(os.path.join(out_dir, f"dict.{lang}.txt"), "w") as f:
+            f.write("".join(f"{word} 1\n" for word in words))
+    for split, n in (("train", n_train), ("valid", n_valid)):
+        sources = [[rng.choice(words) for _ in range(rng.randint(min_words, max_words))] for _ in range(n)]
+        for lang, lines in (("src", sources), ("tgt", [source[::-1] for source in sources])):
+            with open(os.path.join(out_dir, f"{split}.src-tgt.{lang}"), "w") as f:
+                f.write("".join(" ".join(line) + "\n" for line in lines))
+    return out_dir

@@ -279,26 +279,6 @@ TOY_TASK=("$DATA" --user-dir "$USER_DIR" --task sentence_prediction --num-classe
   --noise-type uniform --optimizer adam --lr 1e-4 --lr-scheduler fixed --required-batch-size-multiple 1
   --log-format json --seed 1 --num-workers 0)
 FP16_FLAGS=(--fp16 --fp16-init-scale 4 --threshold-loss-scale 1 --fp16-scale-window 128)  # the authors' RTE flags
-# A toy seq2seq task in fairseq's raw text format: each target is its source reversed, one vocabulary for both
-# sides (BART shares its embeddings).
-SEQ2SEQ_DATA=$(cat <<'PY'
-import os
-import random
-import sys
-
-out, rng = sys.argv[1], random.Random(0)
-words = ["w%d" % i for i in range(100)]
-os.makedirs(out, exist_ok=True)
-for lang in ("src", "tgt"):
-    with open(os.path.join(out, "dict.%s.txt" % lang), "w") as f:
-        f.write("".join(word + " 1\n" for word in words))
-for split, n in (("train", 4000), ("valid", 500)):
-    sources = [[rng.choice(words) for _ in range(rng.randint(8, 24))] for _ in range(n)]
-    for lang, lines in (("src", sources), ("tgt", [s[::-1] for s in sources])):
-        with open(os.path.join(out, "%s.src-tgt.%s" % (split, lang)), "w") as f:
-            f.write("".join(" ".join(line) + "\n" for line in lines))
-PY
-)
 # A 2 + 2-layer BART from scratch, 256 wide like the RoBERTa above, with the summarization recipe's criterion
 # flags; --report-accuracy: the target tokens predicted right, the report's accuracy column.
 SEQ2SEQ_TASK=("$OUT/toy_seq2seq" --user-dir "$USER_DIR" --task translation --source-lang src --target-lang tgt
@@ -332,7 +312,9 @@ step bench_fp32 120 "${BENCH[@]}" --plot "$OUT/benchmark_fp32.png"
 step bench_fp16 120 "${BENCH[@]}" --fp16 --plot "$OUT/benchmark_fp16.png"
 step toy_task 60 "$PYTHON" -c "import sys; from fairseq_r3f.toy_data import write_toy_task
 write_toy_task(sys.argv[1], n_train=4000, n_valid=500, label_noise=0.15)" "$OUT/toy"
-step toy_seq2seq 30 "$PYTHON" -c "$SEQ2SEQ_DATA" "$OUT/toy_seq2seq"
+step toy_seq2seq 30 "$PYTHON" -c "import sys; from fairseq_r3f.toy_data import write_toy_reversal_task
+write_toy_reversal_task(sys.argv[1], n_train=4000, n_valid=500, vocab=100, min_words=8, max_words=24)" \
+  "$OUT/toy_seq2seq"
 train_sentence_prediction fp16
 # before the bf16 steps: fp16 is what the summarization and translation recipes train with
 step train_bart-r3f_fp16 90 "${TRAIN[@]}" "${SEQ2SEQ_TASK[@]}" --batch-size 32 --max-update 100 --log-interval 10 \

@@ -4,7 +4,6 @@ naming the flag. The options are read from the registered dataclasses, so a new 
 it exists."""
 
 import dataclasses
-import random
 import re
 from typing import Optional
 
@@ -14,21 +13,13 @@ from fairseq.tasks import TASK_DATACLASS_REGISTRY
 
 from conftest import TINY_BART, USER_DIR, run_fairseq, train_args
 from fairseq_r3f.__main__ import components
+from fairseq_r3f.toy_data import write_toy_reversal_task
 
 
 @pytest.fixture(scope="module")
 def translation_task(tmp_path_factory):
     """A toy translation task in fairseq's raw text format: reverse a sentence of 3 to 8 words."""
-    folder = tmp_path_factory.mktemp("translation")
-    rng = random.Random(0)
-    words = [f"w{i}" for i in range(20)]
-    for lang in ("src", "tgt"):
-        (folder / f"dict.{lang}.txt").write_text("".join(f"{word} 1\n" for word in words))
-    for split, n in (("train", 32), ("valid", 8)):
-        sources = [[rng.choice(words) for _ in range(rng.randint(3, 8))] for _ in range(n)]
-        (folder / f"{split}.src-tgt.src").write_text("".join(" ".join(s) + "\n" for s in sources))
-        (folder / f"{split}.src-tgt.tgt").write_text("".join(" ".join(reversed(s)) + "\n" for s in sources))
-    return str(folder)
+    return write_toy_reversal_task(str(tmp_path_factory.mktemp("translation")), n_train=32, n_valid=8)
 
 
 def translation_args(data, save_dir, *extra):
