@@ -36,12 +36,6 @@ def _in_fairseq() -> bool:
     return "fairseq" in sys.modules
 
 
-# The methods of the plugin's config names (rte_r4f, xnli_std, cnn_dm_r3f) and their criteria; the
-# summarization configs (their names start with a dataset) train label_smoothed_cross_entropy_r3f.
-CONFIG_METHODS = {"stdpp": "std++", "std": "std", "r3f": "r3f", "r4f": "r4f"}
-SUMMARIZATION_PREFIXES = ("cnn_dm_", "gigaword_", "reddit_tifu_")
-
-
 def config_name(argv):
     """The config name fairseq-hydra-train's command line gives (--config-name / -cn), or None."""
     name = None
@@ -56,7 +50,14 @@ def config_name(argv):
 def method_override_problem(argv) -> str:
     """What in ``argv`` (fairseq-hydra-train's command line) contradicts the method its config name says, or a
     value that is not a finite number; '' when nothing does."""
-    from fairseq_r3f.launch import SENTENCE_METHODS, is_outproj_sn_arch, is_sn_arch
+    from fairseq_r3f.launch import (
+        HYDRA_CONFIG_METHODS,
+        HYDRA_SUMMARIZATION_DATASETS,
+        SENTENCE_METHODS,
+        SEQ2SEQ_CRITERION,
+        is_outproj_sn_arch,
+        is_sn_arch,
+    )
 
     name = config_name(argv)
     for arg in argv:  # optimization.lr=[nan] trains an update before fairseq stops on a FloatingPointError
@@ -69,11 +70,12 @@ def method_override_problem(argv) -> str:
                     continue
                 if number != number or number in (float("inf"), float("-inf")):
                     return f"{arg}: {item.strip()} is not a finite number: give one"
-    method = CONFIG_METHODS.get((name or "").rsplit("_", 1)[-1])
+    # the method a config name says (rte_r4f, xnli_std, cnn_dm_r3f); summarization names start with a dataset
+    method = HYDRA_CONFIG_METHODS.get((name or "").rsplit("_", 1)[-1])
     if method is None:
         return ""
-    criterion = "label_smoothed_cross_entropy_r3f" if name.startswith(SUMMARIZATION_PREFIXES) \
-        else SENTENCE_METHODS[method][0]
+    summarization = name.startswith(tuple(dataset + "_" for dataset in HYDRA_SUMMARIZATION_DATASETS))
+    criterion = SEQ2SEQ_CRITERION if summarization else SENTENCE_METHODS[method][0]
     for arg in argv:
         key, _, value = arg.lstrip("+~").partition("=")
         if key == "model._name" and is_outproj_sn_arch(value):
