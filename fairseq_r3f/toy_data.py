@@ -11,16 +11,30 @@ with the real ``fairseq-preprocess`` into the layout fairseq's ``sentence_predic
 reversed), as raw text in the layout fairseq's ``translation`` task reads with ``--dataset-impl raw``.
 """
 
+import json
 import os
 import random
 import subprocess
+import sys
 from typing import List, Tuple
-
-from fairseq_r3f.tools import fairseq_command
 
 POSITIVE = [f"p{i}" for i in range(6)]
 NEGATIVE = [f"n{i}" for i in range(6)]
 NEUTRAL = [f"w{i}" for i in range(40)]
+
+# fairseq-preprocess's main for each argument list of a JSON list, in one Python process; each main adds a
+# file handler for its destdir's preprocess.log, removed after it so that each log holds only its own lines
+_PREPROCESS_EACH = """
+import json, logging, sys
+from fairseq import options
+from fairseq_cli.preprocess import logger, main
+for arguments in json.loads(sys.argv[1]):
+    handlers = list(logger.handlers)
+    main(options.get_preprocessing_parser().parse_args(arguments))
+    for handler in set(logger.handlers) - set(handlers):
+        logger.removeHandler(handler)
+        handler.close()
+"""
 
 
 def _examples(n: int, rng: random.Random, regression: bool, label_noise: float) -> List[Tuple[List[str], str]]:
@@ -62,28 +76,25 @@ def write_toy_task(
             with open(os.path.join(raw, f"{split}.{name}"), "w") as f:
                 f.write("\n".join(lines) + "\n")
 
-    preprocess = fairseq_command("fairseq-preprocess")
+    # one fairseq-preprocess argument list per binarised folder, all run in one process (fairseq's import
+    # costs seconds); label/ stays text for regression targets, which sentence_prediction reads as text
+    arguments = []
     for name in inputs:
         extra = ["--srcdict", os.path.join(data_bin, "input0", "dict.txt")] if name == "input1" else []
-        subprocess.run(
-            preprocess + ["--only-source", "--trainpref", os.path.join(raw, f"train.{name}"),
+        arguments.append(["--only-source", "--trainpref", os.path.join(raw, f"train.{name}"),
                           "--validpref", os.path.join(raw, f"valid.{name}"),
-                          "--destdir", os.path.join(data_bin, name), "--workers", "1"] + extra,
-            check=True, capture_output=True,
-        )
-    if regression:  # sentence_prediction reads regression targets as text: label/{split}.label
+                          "--destdir", os.path.join(data_bin, name), "--workers", "1"] + extra)
+    if regression:
         os.makedirs(os.path.join(data_bin, "label"), exist_ok=True)
         for split in ("train", "valid"):
             with open(os.path.join(raw, f"{split}.label")) as src:
                 with open(os.path.join(data_bin, "label", f"{split}.label"), "w") as dst:
                     dst.write(src.read())
     else:
-        subprocess.run(
-            preprocess + ["--only-source", "--trainpref", os.path.join(raw, "train.label"),
+        arguments.append(["--only-source", "--trainpref", os.path.join(raw, "train.label"),
                           "--validpref", os.path.join(raw, "valid.label"),
-                          "--destdir", os.path.join(data_bin, "label"), "--workers", "1"],
-            check=True, capture_output=True,
-        )
+                          "--destdir", os.path.join(data_bin, "label"), "--workers", "1"])
+    subprocess.run([sys.executable, "-c", _PREPROCESS_EACH, json.dumps(arguments)], check=True, capture_output=True)
     return data_bin
 
 
