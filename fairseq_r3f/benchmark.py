@@ -52,9 +52,10 @@ from typing import Dict, List, Optional
 import torch
 
 from fairseq_r3f.criterions.label_smoothed_cross_entropy_r3f import LabelSmoothedCrossEntropyR3FCriterion
-from fairseq_r3f.divergence import symmetric_kl, symmetric_kl_autograd
-from fairseq_r3f.perturb import find_token_encoder, sample_noise
+from fairseq_r3f.perturb import find_token_encoder
 from fairseq_r3f.tools import USER_DIR
+from rxf.divergence import symmetric_kl, symmetric_kl_autograd
+from rxf.noise import sample_noise
 
 # layers, width, ffn width, attention heads (seq2seq: this many encoder and as many decoder layers)
 SIZES = {

@@ -34,8 +34,8 @@ from fairseq.models.transformer import TransformerModel
 from fairseq.tasks import TASK_DATACLASS_REGISTRY, TASK_REGISTRY
 
 import fairseq_r3f  # noqa: F401  (registers the plugin's components, allows fairseq checkpoints to load)
-from fairseq_r3f.models.sn_head import SpectralNormLinear
 from fairseq_r3f.compat import FAIRSEQ_OWN_CRITERION_CONFIGS
+from rxf.spectral_norm import folded_weight
 
 PLAIN_ARCH = {
     "roberta_sn_base": "roberta_base",
@@ -73,14 +73,6 @@ def load_checkpoint(path: str) -> Dict:
     if state.get("cfg") is None and state.get("args") is None:
         raise ExportError(f"{path} is not a fairseq checkpoint: its 'cfg' and 'args' are both empty")
     return state
-
-
-def folded_weight(weight: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """W / sigma exactly as an R4F head computes it at evaluation (the plugin's layer in eval mode)."""
-    layer = SpectralNormLinear(weight.size(1), weight.size(0), bias=False)
-    layer.weight.data, layer.u = weight, u
-    with torch.no_grad():
-        return layer.eval().normalized_weight().clone()
 
 
 def fold_spectral_norms(model_state: Dict[str, torch.Tensor]) -> List[str]:

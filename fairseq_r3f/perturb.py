@@ -19,6 +19,9 @@ Gradients flow through the perturbed branch into the embedding matrix (nothing i
 is KL_S(g.f(x) || g.f(x + z)) with x = E[tokens], and its gradient with respect to every parameter,
 E included, is what the paper's objective (Eq. 3) asks for. Both criterions use this one policy.
 
+The noise, how it is added (in fp32, cast back once) and its ``noise_kept`` count are the framework-free core's
+(:mod:`rxf.noise`); this module only knows where a fairseq encoder takes them.
+
 What is added is a :data:`Perturbation`: R3F's fresh noise for each forward (:func:`random_noise`), or a given
 tensor (:func:`fixed`), which SMART and FreeLB take from an :class:`EmbeddingBall`, their ball around the
 clean embeddings (random start, normalised ascent step, projection).
@@ -31,15 +34,14 @@ positions, the embedding layer norm and dropout, i.e. the input of the first lay
 
 import contextlib
 import math
-from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Union
+from typing import Callable, Iterator, Optional
 
 import torch
 from torch import nn
 
 from fairseq.models.transformer import TransformerEncoderBase
+from rxf.noise import PerturbationStats, add_noise, sample_noise
 
-NOISE_TYPES = ("uniform", "normal", "none")
 NORMS = ("l2", "linf")
 # where a perturbation is added: the raw token embeddings (R3F, FreeLB, SMART as its paper writes it) or the
 # embedding layer's output (SMART's released code)
@@ -61,33 +63,6 @@ def find_token_encoder(model: nn.Module) -> TransformerEncoderBase:
     return encoders[0]
 
 
-def sample_noise(like: torch.Tensor, noise_type: str, eps: float) -> torch.Tensor:
-    """Noise shaped like ``like``, in fp32, on its device: U(-eps, eps), N(0, eps^2) or zeros ("none")."""
-    noise = torch.zeros(like.shape, dtype=torch.float32, device=like.device)
-    if eps == 0 or noise_type == "none":
-        return noise
-    if noise_type == "uniform":
-        return noise.uniform_(-eps, eps)
-    if noise_type == "normal":
-        return noise.normal_(0.0, eps)
-    raise ValueError(f"unknown noise type {noise_type!r}: choose one of {', '.join(NOISE_TYPES)}")
-
-
-@dataclass
-class PerturbationStats:
-    """What the last perturbed forward did, for logging.
-
-    ``changed`` counts the token-embedding entries of real (non-padding) tokens whose value differs after
-    the perturbation was added and the sum was cast back to the model's dtype, out of ``total``. In fp32 that
-    is every entry; in fp16 a perturbation of 1e-5 on entries of magnitude 0.05 is mostly rounded away, and
-    this says how much.
-    """
-
-    # tensors once counted: reading them on every training step would stall the GPU
-    changed: Union[int, torch.Tensor] = 0
-    total: Union[int, torch.Tensor] = 0
-
-
 @contextlib.contextmanager
 def perturbed_token_embeddings(
     model: nn.Module, perturbation: Perturbation, stats: Optional[PerturbationStats] = None, count_from: int = 0
@@ -101,14 +76,10 @@ def perturbed_token_embeddings(
     def forward_embedding(src_tokens, token_embedding=None):
         if token_embedding is None:
             token_embedding = encoder.embed_tokens(src_tokens)
-        delta = perturbation(token_embedding)
-        perturbed = (token_embedding.float() + delta).to(token_embedding.dtype)
-        if stats is not None:
-            with torch.no_grad():  # count real tokens only, so counts of sub-batches add up
-                real = src_tokens[count_from:].ne(encoder.padding_idx).unsqueeze(-1)
-                changed = perturbed[count_from:] != token_embedding[count_from:]
-                stats.changed = stats.changed + (changed & real).sum()
-                stats.total = stats.total + real.sum() * perturbed.size(-1)
+        perturbed = add_noise(token_embedding, perturbation(token_embedding))
+        if stats is not None:  # real tokens only, so counts of sub-batches add up
+            stats.count(token_embedding[count_from:], perturbed[count_from:],
+                        src_tokens[count_from:].ne(encoder.padding_idx))
         return original(src_tokens, perturbed)
 
     encoder.forward_embedding = forward_embedding

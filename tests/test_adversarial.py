@@ -11,7 +11,7 @@ from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
 from conftest import NO_DROPOUT, run_fairseq, train_args
 from fairseq_r3f.perturb import EmbeddingBall
-from fairseq_r3f.divergence import symmetric_kl
+from rxf.divergence import symmetric_kl
 
 FREELB = ["--task", "sentence_prediction_freelb"]
 

@@ -2,8 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fairseq_r3f import divergence
-from fairseq_r3f.divergence import squared_difference, symmetric_kl, symmetric_kl_autograd
+from rxf import divergence
+from rxf.divergence import squared_difference, symmetric_kl, symmetric_kl_autograd
 
 
 def reference_symmetric_kl(logits_p, logits_q):

@@ -18,7 +18,7 @@ from fairseq_r3f.toy_data import write_toy_task
 from fairseq_r3f.tools import fairseq_command, read_table
 
 # What a source distribution holds: the build must need nothing else from the checkout.
-SOURCES = ("pyproject.toml", "setup.py", "README.md", "LICENSE", "fairseq_r3f", "hydra_plugins")
+SOURCES = ("pyproject.toml", "setup.py", "README.md", "LICENSE", "fairseq_r3f", "hydra_plugins", "rxf")
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +159,7 @@ def test_a_hydra_config_of_the_installed_copy_trains(installed, toy_task):
 
 def test_no_module_reaches_outside_the_package_through_its_own_path():
     offenders = []
-    for folder in ("fairseq_r3f", "hydra_plugins"):
+    for folder in ("fairseq_r3f", "hydra_plugins", "rxf"):
         for root, _, files in os.walk(os.path.join(REPO, folder)):
             for name in files:
                 if not name.endswith(".py"):

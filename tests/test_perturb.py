@@ -5,13 +5,8 @@ import pytest
 import torch
 
 from conftest import NO_DROPOUT, build_in_process, first_batch, needs_cpu_fp16
-from fairseq_r3f.perturb import (
-    PerturbationStats,
-    find_token_encoder,
-    perturbed_token_embeddings,
-    random_noise,
-    sample_noise,
-)
+from fairseq_r3f.perturb import find_token_encoder, perturbed_token_embeddings, random_noise
+from rxf.noise import PerturbationStats, sample_noise
 
 
 def classify(model, batch):

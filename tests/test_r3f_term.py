@@ -11,15 +11,15 @@ import torch
 import torch.nn.functional as F
 
 import fairseq_r3f.criterions.r3f as r3f
-import fairseq_r3f.criterions.sentence_prediction_r3f as sentence_prediction_r3f
+import rxf.r3f
 from conftest import NO_DROPOUT, build_in_process, first_batch
 from fairseq.criterions.label_smoothed_cross_entropy import LabelSmoothedCrossEntropyCriterion
-from fairseq_r3f.divergence import symmetric_kl_autograd
-from fairseq_r3f.export import fold_spectral_norms, folded_weight
-from fairseq_r3f.models.sn_head import SpectralNormLinear
+from fairseq_r3f.export import fold_spectral_norms
 from fairseq_r3f.perturb import perturbed_token_embeddings
 from test_seq2seq_r3f import criterion as seq2seq_criterion
 from test_seq2seq_r3f import tiny_model, tiny_sample, tiny_task
+from rxf.divergence import symmetric_kl_autograd
+from rxf.spectral_norm import SpectralNormLinear, folded_weight
 
 EPS = 1e-2
 SEQ2SEQ_EPS = 1.0
@@ -189,7 +189,7 @@ def test_a_classification_r3f_update_is_the_same_with_the_fused_kl(toy_task, mon
     plain_model = copy.deepcopy(model)
     torch.manual_seed(7)
     loss, _, log = crit(model, batch)
-    monkeypatch.setattr(sentence_prediction_r3f, "symmetric_kl", symmetric_kl_autograd)
+    monkeypatch.setattr(rxf.r3f, "symmetric_kl", symmetric_kl_autograd)  # the term both criterions call
     torch.manual_seed(7)
     plain_loss, _, plain_log = crit(plain_model, batch)
     assert log["symm_kl"].item() > 0

@@ -13,7 +13,7 @@ import torch
 from conftest import (REPO, USER_DIR, build_in_process, needs_unsafe_globals_scan, needs_weights_only_default,
                       real_weights, run_fairseq, train_args)
 from fairseq_r3f.checkpoints import FAIRSEQ_CHECKPOINT_GLOBALS
-from fairseq_r3f.models.sn_head import SpectralNormLinear
+from rxf.spectral_norm import SpectralNormLinear
 
 HEAD = "classification_heads.sentence_classification_head."
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import build_in_process, first_batch
-from fairseq_r3f.models.sn_head import SpectralNormLinear
+from rxf.spectral_norm import SpectralNormLinear
 
 HEAD = "sentence_classification_head"
 

@@ -12,7 +12,7 @@ from fairseq.data import Dictionary
 from fairseq.models import ARCH_MODEL_REGISTRY, ARCH_CONFIG_REGISTRY
 
 from fairseq_r3f.criterions.label_smoothed_cross_entropy_r3f import LabelSmoothedCrossEntropyR3FCriterion
-from fairseq_r3f.divergence import symmetric_kl
+from rxf.divergence import symmetric_kl
 
 ARCHS = ["bart_base", "bart_large", "mbart_base", "transformer"]
 TINY = dict(

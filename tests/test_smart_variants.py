@@ -8,8 +8,8 @@ import torch.nn.functional as F
 
 from conftest import build_in_process, first_batch
 from fairseq_r3f.criterions.sentence_prediction_smart import stable_kl, stop_gradient_symmetric_kl
-from fairseq_r3f.divergence import symmetric_kl
 from fairseq_r3f.perturb import per_token_normalised
+from rxf.divergence import symmetric_kl
 
 HEAD = "sentence_classification_head"
 

@@ -34,8 +34,8 @@ from fairseq_r3f.criterions.r3f import (
     recorded_outputs,
     reduce_r3f_metrics,
 )
-from fairseq_r3f.divergence import symmetric_kl
 from fairseq_r3f.options import check_options
+from rxf.r3f import r3f_term
 
 KL_NORMALIZATIONS = ("sentence", "token")
 
@@ -71,7 +71,7 @@ class LabelSmoothedCrossEntropyR3FCriterion(LabelSmoothedCrossEntropyCriterion):
     """The parent's loss and metrics, plus the R3F term while training. ``self.eps`` stays the parent's
     label smoothing; the noise scale (``--eps``) lives in ``self.noised_forward.noise_scale``."""
 
-    divergence = staticmethod(symmetric_kl)  # the fused one; the benchmark swaps in plain autograd to compare
+    divergence = staticmethod(r3f_term)  # the fused KL; the benchmark swaps in plain autograd to compare
 
     def __init__(
         self,

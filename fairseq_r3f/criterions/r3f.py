@@ -11,7 +11,8 @@ import torch
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.logging import metrics
 
-from fairseq_r3f.perturb import NOISE_TYPES, PerturbationStats, perturbed_token_embeddings, random_noise
+from fairseq_r3f.perturb import perturbed_token_embeddings, random_noise
+from rxf.noise import NOISE_KEPT_WARNING_BELOW, NOISE_TYPES, PerturbationStats
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +93,8 @@ class NoisedForward:
     def _check_rounding(self, stats: PerturbationStats) -> None:
         if not self._warned_rounding and self.noise_type != "none" and self.noise_scale > 0:
             self._warned_rounding = True  # one host sync, on the first update only
-            kept = float(stats.changed) / max(float(stats.total), 1.0)
-            if kept < 0.9:
+            kept = stats.kept_fraction()
+            if kept < NOISE_KEPT_WARNING_BELOW:
                 logger.warning(
                     f"only {100 * kept:.0f}% of token-embedding entries changed after adding noise of "
                     f"scale {self.noise_scale} in the model's dtype; the logged noise_kept tracks this "

@@ -17,8 +17,8 @@ from fairseq_r3f.criterions.r3f import (
     recorded_outputs,
     reduce_r3f_metrics,
 )
-from fairseq_r3f.divergence import squared_difference, symmetric_kl
 from fairseq_r3f.options import check_options
+from rxf.r3f import r3f_term
 
 
 @dataclass
@@ -30,7 +30,7 @@ class SentencePredictionR3FConfig(SentencePredictionConfig, R3FConfig):
 class SentencePredictionR3FCriterion(SentencePredictionCriterion):
     """Loss = summed cross-entropy + r3f_lambda x symmetric KL summed over the batch, as in the paper's
     code, so its lambda grid keeps its meaning. For regression targets (STS-B), where KL is undefined, the
-    term is the squared difference of the clean and noised outputs (see divergence.squared_difference)."""
+    term is the squared difference of the clean and noised outputs (see rxf.divergence.squared_difference)."""
 
     def __init__(self, cfg: SentencePredictionR3FConfig, task):
         if not hasattr(task, "label_dictionary"):
@@ -70,11 +70,7 @@ class SentencePredictionR3FCriterion(SentencePredictionCriterion):
         return self.add_r3f_term(loss, sample_size, logging_output, clean_logits, noised_logits, noise_log)
 
     def add_r3f_term(self, loss, sample_size, logging_output, clean_logits, noised_logits, noise_log):
-        if self.regression_target:
-            term = squared_difference(clean_logits.view(-1), noised_logits.view(-1))
-        else:
-            term = symmetric_kl(clean_logits, noised_logits)
-
+        term = r3f_term(clean_logits, noised_logits, regression=self.regression_target)
         loss = loss + self.noised_forward.r3f_lambda * term
         logging_output.update(noise_log, loss=loss.data, symm_kl=term.data)
         return loss, sample_size, logging_output

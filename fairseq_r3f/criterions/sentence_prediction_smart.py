@@ -35,11 +35,11 @@ from fairseq.criterions.sentence_prediction import SentencePredictionConfig, Sen
 from fairseq.dataclass import ChoiceEnum
 
 from fairseq_r3f.criterions.r3f import classification_head, recorded_outputs, reduce_r3f_metrics
-from fairseq_r3f.divergence import squared_difference, symmetric_kl
 from fairseq_r3f.options import check_options
 from fairseq_r3f.perturb import (
     NORMS, embedding_ball, fixed, per_token_normalised, perturbed_embedding_output, perturbed_token_embeddings,
 )
+from rxf.divergence import squared_difference, symmetric_kl
 
 VARIANTS = ("paper", "released")
 # each variant's defaults for the options left unset: the SMART paper's Section 5 / mt-dnn's train.py

@@ -1,4 +1,5 @@
-"""R4F's 1-Lipschitz classification head: every weight matrix of the head spectrally normalised.
+"""R4F's 1-Lipschitz classification head for fairseq: every weight matrix of the head spectrally normalised
+(the layer itself, :class:`rxf.spectral_norm.SpectralNormLinear`, is the framework-free core's).
 
 A RoBERTa/BART head is dense -> tanh -> out_proj (dropout around them, the identity at evaluation).
 tanh is 1-Lipschitz, so dividing both matrices by their largest singular value makes the whole head
@@ -12,66 +13,9 @@ plain head loads into a normalised one (``u`` is then computed from the loaded m
 :func:`add_missing_power_iteration_vectors`).
 """
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
-# Power iterations for a fresh vector u (a new head, or a checkpoint without u); training then does one
-# per forward, as in Miyato et al. (2018), which keeps u converged while the matrix moves slowly.
-CONVERGENCE_ITERATIONS = 50
-
-
-class SpectralNormLinear(nn.Linear):
-    """A linear layer whose effective matrix is W / sigma(W), sigma from power iteration on ``u``."""
-
-    def __init__(self, in_features: int, out_features: int, bias: bool = True):
-        super().__init__(in_features, out_features, bias)
-        self.register_buffer("u", self._converged_u(self.weight))
-
-    @classmethod
-    def from_linear(cls, linear: nn.Linear) -> "SpectralNormLinear":
-        if hasattr(linear, "weight_orig"):  # torch's spectral_norm, from fairseq's own flag
-            raise ValueError(
-                "--spectral-norm-classification-head cannot be combined with the *_sn_* architectures, which "
-                "normalise the head themselves (roberta_sn_outproj_* / bart_sn_outproj_* normalise out_proj only, "
-                "as the flag does): drop the flag"
-            )
-        if type(linear) is not nn.Linear:
-            raise TypeError(f"expected an nn.Linear in the classification head, got {type(linear).__name__}")
-        layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None)
-        layer.weight = linear.weight
-        layer.bias = linear.bias
-        layer.u = cls._converged_u(linear.weight).to(linear.weight)
-        return layer
-
-    @staticmethod
-    @torch.no_grad()
-    def _converged_u(weight: torch.Tensor) -> torch.Tensor:
-        w = weight.detach().float()
-        generator = torch.Generator(device="cpu").manual_seed(0)  # keeps the model's RNG stream untouched
-        u = F.normalize(torch.randn(w.size(0), generator=generator).to(w.device), dim=0)
-        for _ in range(CONVERGENCE_ITERATIONS):
-            u = F.normalize(w @ F.normalize(w.t() @ u, dim=0), dim=0)
-        return u
-
-    def sigma(self) -> torch.Tensor:
-        """Largest singular value of ``weight``, differentiable in ``weight`` (u and v are constants).
-        In training mode one power-iteration step first refines ``u``."""
-        w = self.weight.float()
-        with torch.no_grad():
-            u = self.u.float()
-            if self.training:
-                u = F.normalize(w @ F.normalize(w.t() @ u, dim=0), dim=0)
-                self.u.copy_(u)
-            v = F.normalize(w.t() @ u, dim=0)
-        return torch.dot(u, w @ v)
-
-    def normalized_weight(self) -> torch.Tensor:
-        return self.weight / self.sigma().to(self.weight.dtype)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.normalized_weight(), self.bias)
-
+from rxf.spectral_norm import SpectralNormLinear, converged_u
 
 
 HEAD_LAYERS = ("dense", "out_proj")
@@ -100,14 +44,21 @@ def add_missing_power_iteration_vectors(state_dict, prefix: str, layers=HEAD_LAY
         if key.startswith(heads) and key.endswith(tuple(f".{layer}.weight" for layer in layers)):
             u_key = key[: -len("weight")] + "u"
             if u_key not in state_dict:
-                state_dict[u_key] = SpectralNormLinear._converged_u(state_dict[key]).to(state_dict[key])
+                state_dict[u_key] = converged_u(state_dict[key]).to(state_dict[key])
 
 
 def spectrally_normalise_head(head: nn.Module, layers=HEAD_LAYERS) -> nn.Module:
     """Replaces the head's ``layers`` (of ``dense`` and ``out_proj``, RoBERTa and BART heads) by normalised
     layers."""
     for layer in layers:
-        setattr(head, layer, SpectralNormLinear.from_linear(getattr(head, layer)))
+        linear = getattr(head, layer)
+        if hasattr(linear, "weight_orig"):  # torch's spectral_norm, from fairseq's own flag
+            raise ValueError(
+                "--spectral-norm-classification-head cannot be combined with the *_sn_* architectures, which "
+                "normalise the head themselves (roberta_sn_outproj_* / bart_sn_outproj_* normalise out_proj only, "
+                "as the flag does): drop the flag"
+            )
+        setattr(head, layer, SpectralNormLinear.from_linear(linear))
     return head
 
 

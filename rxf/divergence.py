@@ -1,7 +1,8 @@
 """The divergences between a model's outputs on clean and on perturbed inputs. Always computed in fp32 (or
 in the inputs' precision when that is higher).
 
-:func:`symmetric_kl` is the one both R3F criterions use. For generation it runs over the whole vocabulary at
+:func:`symmetric_kl` is the one R3F uses everywhere (through :func:`rxf.r3f.r3f_term`: the fairseq criterions
+and the HuggingFace adapter alike). For generation it runs over the whole vocabulary at
 every target position, so it is fused: forward and backward work through the rows in chunks, straight from
 the two logit tensors, and keep nothing of size [rows x V] for the backward but those two tensors (which
 stay in their own dtype: fp16/bf16 logits are never copied to fp32 as a whole). Plain autograd on the same
