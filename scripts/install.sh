@@ -7,6 +7,9 @@
 #                                            # official fairseq 0.12.2 + torch 1.13.1 (Python 3.8 to 3.10)
 #   FAIRSEQ=skip bash scripts/install.sh     # you bring your own fairseq >= 0.12 in the environment
 #
+# On Python >= 3.10 the plugin comes with its hf extra (transformers, accelerate, TRL, PEFT: rxf.hf), except in
+# the official environment.
+#
 # A torch the environment already has is never replaced (TORCH_VERSION only says which one to install where
 # there is none). fairseq is built without its declared dependencies (--no-deps): both releases declare
 # torchaudio, which pip resolves to a release that replaces the torch with a multi-GB CUDA build and is not
@@ -86,8 +89,14 @@ elif [[ $fairseq == fixed ]]; then
 else
   step "pip, setuptools, wheel" "${pip[@]}" --upgrade pip setuptools wheel
 fi
-# the plugin; its extras never name torch or fairseq. fairseq 0.12.2 keeps its numpy < 1.24.
+# the plugin; its extras never name torch or fairseq. fairseq 0.12.2 keeps its numpy < 1.24. The HuggingFace side
+# (the hf extra: transformers 5.x, which needs Python >= 3.10) goes into every environment but the official one,
+# which stays as CI tests the plugin there: without transformers.
 keep=()
 [[ $fairseq == official ]] && keep=("numpy<1.24")
-step "fairseq-r3f" "${pip[@]}" -e "$root[eval,test]" ${keep[@]+"${keep[@]}"}
+extras=eval,test
+if [[ $fairseq != official ]] && "$vpython" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
+  extras=$extras,hf
+fi
+step "fairseq-r3f[$extras]" "${pip[@]}" -e "$root[$extras]" ${keep[@]+"${keep[@]}"}
 touch "$stamp"
