@@ -1698,6 +1698,22 @@ def launch_composed(cfg, train: Callable, config_name: str, argv: Sequence[str],
         return train_verify_and_finish(run_dir, planned, ["--max-update", str(max_update)], train_in_this_process)
 
 
+def check_importable(plan: Plan) -> None:
+    """Stops before anything is written when a module the planned runs import is missing here (the interpreter
+    beside fairseq-train, which the recipes run this launcher with): a missing scikit-learn would otherwise end
+    the first run at its first validation."""
+    import importlib.util
+
+    # by its file, not as fairseq_r3f.requirements: the package's __init__ imports fairseq, which may be what is
+    # missing (requirements.py itself imports only the standard library)
+    spec = importlib.util.spec_from_file_location("fairseq_r3f_requirements", os.path.join(USER_DIR, "requirements.py"))
+    requirements = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(requirements)
+    message = requirements.missing_message([run.command for run in plan.runs])
+    if message:
+        fail(message)
+
+
 def usage_text(recipe_file: Optional[str]) -> str:
     """The recipe's header (from its third line to the first empty one), as its usage."""
     if recipe_file and os.path.isfile(recipe_file):
@@ -1729,6 +1745,7 @@ def run_recipe(recipe: str, args: Sequence[str], env: Mapping[str, str], hparams
         if env.get("DRY_RUN") == "1":
             stdout.write(dry_run_text(plan))
             return 0
+        check_importable(plan)
         by_sweep: Dict[str, List[Run]] = {}
         for run in plan.runs:
             by_sweep.setdefault(run.sweep_dir, []).append(run)

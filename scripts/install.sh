@@ -67,8 +67,9 @@ if [[ $fairseq == official ]]; then
     step "torch ${TORCH_VERSION:-1.13.1}" "${pip[@]}" "torch==${TORCH_VERSION:-1.13.1}"
   fi
   step "numpy < 1.24, cython" "${pip[@]}" "numpy<1.24" cython
+  # fairseq 0.12.2's own (less torchaudio); the plugin's packages (scikit-learn, ...) come with the plugin below
   step "fairseq 0.12.2's dependencies" "${pip[@]}" hydra-core==1.0.7 omegaconf==2.0.6 regex sacrebleu tqdm bitarray \
-    scikit-learn packaging cffi
+    packaging cffi
   if ! has fairseq; then
     echo "install.sh: building fairseq 0.12.2 (about 1.5 minutes)" >&2
     step "fairseq 0.12.2" "${pip[@]}" --no-deps fairseq==0.12.2

@@ -207,7 +207,8 @@ LONG_TESTS = {
 # 1.13, Python 3.10; `.ci/run`): one real run per family, selected there with -m "not slow or official".
 OFFICIAL_TESTS = {
     "test_glue_recipes": {"test_tiny_runs_cover_methods_seeds_and_the_sweep",
-                          "test_results_table_and_figure_from_the_runs"},
+                          "test_results_table_and_figure_from_the_runs",
+                          "test_installed_with_its_declared_dependencies_into_fairseqs_environment_it_trains_cola_and_sts_b"},
     "test_xnli": {"test_tiny_run_and_table_3"},
     "test_summarization_pipeline": {"test_recipe_trains_with_r3f_then_generates_and_scores"},
     "test_translation": {"test_bleu_over_methods_and_seeds"},

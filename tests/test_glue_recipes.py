@@ -7,6 +7,7 @@ import os
 import random
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 
@@ -806,3 +807,134 @@ def test_one_sentence_prediction_command_for_glue_and_xnli():
     launch = open(os.path.join(REPO, "fairseq_r3f", "launch.py")).read()
     # the definition and its callers: the GLUE planner, the released configurations' planner, XNLI
     assert launch.count('"--init-token"') == 1 and launch.count("sentence_prediction_command(") == 4
+
+
+# ---------------------------------------------------------------- the package installs what it imports
+
+def _distribution(name):
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _requirement_closure(names):
+    """({distribution name: distribution} reached from ``names`` through their unconditional requirements, as
+    installed here; [names required but not installed here])."""
+    from packaging.requirements import Requirement
+
+    found, absent, todo = {}, [], list(names)
+    while todo:
+        name = todo.pop()
+        key = name.lower().replace("_", "-")
+        if key in found or key in absent:
+            continue
+        dist = _distribution(name)
+        if dist is None:
+            absent.append(key)
+            continue
+        found[key] = dist
+        for spec in dist.requires or []:
+            requirement = Requirement(spec)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(requirement.name)
+    return found, absent
+
+
+def _link_distributions(dists, site):
+    """Links each distribution's top-level files and folders (its modules and its .dist-info) into ``site``."""
+    for dist in dists:
+        for top in {str(path).split("/")[0] for path in dist.files or [] if not str(path).startswith("..")}:
+            source, target = dist.locate_file(top), os.path.join(site, top)
+            if os.path.exists(source) and not os.path.lexists(target) and top != "__pycache__":
+                os.symlink(source, target)
+
+
+@pytest.fixture(scope="module")
+def fairseq_and_the_declared_packages(tmp_path_factory):
+    """A Python environment that holds fairseq with what it requires, and the plugin installed into it by pip
+    from its wheel, offline, with its declared dependencies: pip finds each of them already there or fails. The
+    packages are this environment's, linked in; nothing else of this environment is visible."""
+    import importlib.metadata
+
+    from test_packaging import SOURCES
+
+    root = tmp_path_factory.mktemp("bare")
+    source = root / "source"
+    source.mkdir()
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for name in SOURCES:
+        path = os.path.join(REPO, name)
+        (shutil.copytree(path, source / name, ignore=ignore) if os.path.isdir(path)
+         else shutil.copy(path, source / name))
+    wheels = root / "wheels"
+    proc = subprocess.run([PYTHON, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                           "--disable-pip-version-check", "-q", "-w", str(wheels), str(source)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (wheel,) = wheels.iterdir()
+    declared = [r for r in importlib.metadata.Distribution.at(_unpacked_metadata(wheel, root)).requires or []
+                if "extra ==" not in r]
+    assert any(r.startswith("scikit-learn") for r in declared) and any(r.startswith("scipy") for r in declared)
+
+    env_dir = root / "env"
+    subprocess.run([PYTHON, "-m", "venv", "--without-pip", str(env_dir)], check=True)
+    site = subprocess.run([str(env_dir / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()"
+                           "['purelib'])"], capture_output=True, text=True, check=True).stdout.strip()
+    fairseq_name = "fairseq" if _distribution("fairseq") else "fairseq-fixed"
+    # fairseq's requirements (torchaudio is never installed: scripts/install.sh) and packaging, which
+    # scripts/install.sh installs beside fairseq 0.12.2
+    with_fairseq, _ = _requirement_closure([fairseq_name, "torch", "packaging"])
+    with_plugin, absent = _requirement_closure([re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0] for r in declared])
+    assert not absent, f"declared (or required by what is declared) but not installed here: {absent}"
+    _link_distributions([*with_fairseq.values(), *with_plugin.values()], site)
+    proc = subprocess.run([PYTHON, "-m", "pip", "--python", str(env_dir / "bin" / "python"), "install", "--no-index",
+                           "--disable-pip-version-check", "-q", str(wheel)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    bin_dir = env_dir / "bin"
+    (bin_dir / "fairseq-train").write_text(f"#!{bin_dir / 'python'}\nimport sys\nfrom fairseq_cli.train import "
+                                           f"cli_main\nsys.exit(cli_main())\n")
+    (bin_dir / "fairseq-train").chmod(0o755)
+    return {"bin": str(bin_dir), "site": site, "fairseq": fairseq_name, "packages": set(with_fairseq) | set(
+        with_plugin)}
+
+
+def _unpacked_metadata(wheel, root):
+    """The .dist-info folder of a wheel, unpacked beside it."""
+    import zipfile
+
+    with zipfile.ZipFile(wheel) as archive:
+        names = [n for n in archive.namelist() if n.split("/")[0].endswith(".dist-info")]
+        archive.extractall(root / "metadata", members=names)
+    return root / "metadata" / names[0].split("/")[0]
+
+
+def test_installed_with_its_declared_dependencies_into_fairseqs_environment_it_trains_cola_and_sts_b(
+        glue_data, fairseq_and_the_declared_packages, tmp_path):
+    bare = fairseq_and_the_declared_packages
+    python = os.path.join(bare["bin"], "python")
+    # what the environment holds: fairseq's packages and the declared ones, not the rest of this one
+    listed = subprocess.run([python, "-c", "import importlib.metadata as m; print(' '.join(sorted(d.metadata['Name']"
+                             ".lower() for d in m.distributions())))"], capture_output=True, text=True, check=True)
+    names = set(listed.stdout.split())
+    assert "fairseq-r3f" in names and "pytest" not in names and "matplotlib" not in names
+    bare_env = {"PATH": bare["bin"] + os.pathsep + "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0",
+                "HOME": str(tmp_path)}
+    save = tmp_path / "runs"
+    for task, method, metric in (("CoLA", "r4f", "mcc"), ("STS-B", "r3f", "pearson_and_spearman")):
+        # recipes/glue.sh hands over to this; the checkout's copy would give the checkout's package as --user-dir
+        proc = subprocess.run([python, "-m", "fairseq_r3f.launch", "glue", task, method], capture_output=True,
+                              text=True, cwd=str(tmp_path),
+                              env={**bare_env, "DATA_DIR": glue_data["bin"], "TINY": "1", "SEEDS": "1",
+                                   "SAVE_ROOT": str(save)})
+        assert proc.returncode == 0, f"{task} {method}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        (run_dir,) = [os.path.join(folder, "seed1") for folder in (save / task / method).iterdir() if folder.is_dir()]
+        valid = _valid_records(run_dir).get("valid", [])
+        assert valid and all(f"valid_{metric}" in r for r in valid), valid[-1:]
+        assert os.path.exists(os.path.join(run_dir, "done"))
+    # the plugin there is the one pip installed
+    where = subprocess.run([python, "-c", "import fairseq_r3f; print(fairseq_r3f.__file__)"], capture_output=True,
+                           text=True, cwd=str(tmp_path), env=bare_env)
+    assert where.stdout.startswith(bare["site"]), where.stdout + where.stderr
