@@ -1,12 +1,16 @@
 # `make demo` and `make test` each do the whole set-up first (scripts/install.sh creates .venv/ once).
 PY := .venv/bin/python
 
-.PHONY: install demo test test-fast test-official lint configs
+.PHONY: install demo demo-hf test test-fast test-official lint configs
 install:
 	bash scripts/install.sh
 
 demo: install
 	$(PY) -m fairseq_r3f.demo
+
+# the same three methods through transformers' Trainer (rxf.hf: R3FTrainer), a tiny RoBERTa built from a config
+demo-hf: install
+	$(PY) -m rxf.hf.demo
 
 # the whole suite; `slow` (end-to-end) tests are marked in tests/conftest.py. It runs on TEST_WORKERS pytest-xdist
 # workers (the tests are mostly single-threaded subprocesses: two workers halve the time on 2 cores). Each test
