@@ -55,10 +55,14 @@ RECIPES = ("glue", "xnli", "summarization", "translation")
 USER_DIR = os.path.dirname(os.path.abspath(__file__))
 HPARAMS = os.path.join(USER_DIR, "hparams")
 GLUE_TASKS_ORDER = "MNLI QNLI QQP SST-2 RTE MRPC CoLA STS-B"
-GLUE_METHODS = ("std", "std++", "r3f", "r4f", "smart", "freelb", "r3f-released", "r4f-released", "smart-released")
-# The authors' released configurations (hparams/glue_released.tsv, glue.tsv's smart_released_*): never the paper's
-# r3f / r4f / smart, whose names they carry with "-released" in every label and table.
-RELEASED_METHODS = ("r3f-released", "r4f-released", "smart-released")
+# The authors' released command (fairseq examples/rxf/README.md, hparams/glue_released.tsv) in its two computations:
+# *-readme its flags with the noise reaching the encoder, *-released as the released code computed it (the noise
+# dropped: RoBERTa's encoder never received it).
+RXF_METHODS = ("r3f-readme", "r4f-readme", "r3f-released", "r4f-released")
+GLUE_METHODS = ("std", "std++", "r3f", "r4f", "smart", "freelb", *RXF_METHODS, "smart-released")
+# The authors' released configurations (those and glue.tsv's smart_released_*): never the paper's r3f / r4f / smart,
+# whose names they carry with "-readme" or "-released" in every label and table.
+RELEASED_METHODS = (*RXF_METHODS, "smart-released")
 XNLI_LANGUAGES = "en fr es de el bg ru tr ar vi th zh hi sw ur"
 
 # method -> (criterion, fairseq task or None: the recipe's, spectrally normalised head: True for R4F's (every
@@ -72,6 +76,8 @@ SENTENCE_METHODS = {
     "r4f": ("sentence_prediction_r3f", None, True),
     "smart": ("sentence_prediction_smart", None, False),
     "freelb": ("sentence_prediction_freelb", "sentence_prediction_freelb", False),
+    "r3f-readme": ("sentence_prediction_r3f", None, False),
+    "r4f-readme": ("sentence_prediction_r3f", None, OUTPROJ_HEAD),
     "r3f-released": ("sentence_prediction_r3f", None, False),
     "r4f-released": ("sentence_prediction_r3f", None, OUTPROJ_HEAD),
     "smart-released": ("sentence_prediction_smart", None, False),
@@ -515,10 +521,10 @@ def check_overrides(settings: Settings, method: str, criterion: str, task: str, 
     if value is not None and head_of_arch(value) != head:
         if is_outproj_sn_arch(value):
             fail(f"--arch {value} is fairseq's released head (out_proj only), not {method}'s: use --arch "
-                 f"{plain_arch(value)}, or METHOD r4f-released (which runs it)")
+                 f"{plain_arch(value)}, or METHOD r4f-readme or r4f-released (which run it)")
         if head == OUTPROJ_HEAD:
             fail(f"--arch {value} drops {method}'s released head (out_proj only): use --arch "
-                 f"{plain_arch(value).replace('_', '_sn_outproj_', 1)}, or METHOD r3f-released")
+                 f"{plain_arch(value).replace('_', '_sn_outproj_', 1)}, or METHOD {method.replace('r4f', 'r3f', 1)}")
         if head and "_sn_" not in value:
             fail(f"--arch {value} drops R4F's spectrally normalised head: use --arch {value.replace('_', '_sn_', 1)}, "
                  f"or METHOD r3f")
@@ -526,8 +532,8 @@ def check_overrides(settings: Settings, method: str, criterion: str, task: str, 
              f"{value.replace('_sn_', '_', 1)}, or METHOD r4f")
     if has_flag(args, "--spectral-norm-classification-head"):
         fail(f"--spectral-norm-classification-head (fairseq's: out_proj only) is not {method}: use METHOD r4f, "
-             f"whose architecture normalises every head matrix, or METHOD r4f-released (fairseq's out_proj-only "
-             f"head, as roberta_sn_outproj_large)")
+             f"whose architecture normalises every head matrix, or METHOD r4f-readme or r4f-released (fairseq's "
+             f"out_proj-only head, as roberta_sn_outproj_large)")
     value = flag_value(args, "--criterion")
     if value is not None and value != criterion:
         if seq2seq:
@@ -637,7 +643,7 @@ def plan_glue(args: List[str], settings: Settings, tables: Tables) -> Plan:
         die(f"unknown TASK {task}: choose {GLUE_TASKS_ORDER}")
     if method not in GLUE_METHODS:
         die(f"unknown METHOD {method}: choose std, std++, r3f, r4f, smart, freelb, or the authors' released "
-            f"r3f-released, r4f-released (RTE), smart-released")
+            f"r3f-readme, r4f-readme, r3f-released, r4f-released (RTE), smart-released")
     data_dir = settings.env.get("DATA_DIR", "")
     data = f"{data_dir}/{task}-bin"
     require_dir("DATA_DIR", data_dir, "the output folder of preprocess/glue.py")
@@ -647,7 +653,7 @@ def plan_glue(args: List[str], settings: Settings, tables: Tables) -> Plan:
     if not settings.tiny:
         require_file("ROBERTA_PATH", settings.env.get("ROBERTA_PATH", ""),
                      "the RoBERTa-large checkpoint, model.pt of roberta.large.tar.gz")
-    if method in ("r3f-released", "r4f-released"):
+    if method in RXF_METHODS:
         return plan_glue_rxf_released(task, method, args, settings, tables, data)
 
     def task_value(column):
@@ -748,10 +754,11 @@ def plan_glue(args: List[str], settings: Settings, tables: Tables) -> Plan:
 
 def plan_glue_rxf_released(task: str, method: str, args: List[str], settings: Settings, tables: Tables,
                            data: str) -> Plan:
-    """METHOD r3f-released / r4f-released: the command of fairseq's examples/rxf/README.md, every value from
-    hparams/glue_released.tsv (r4f-released on fairseq's out_proj-only head). It exists for RTE only; flags the
-    README leaves out are left out (no --max-update: the run ends at --max-epoch; no --shorten-method, except on
-    TINY=1's 64 positions)."""
+    """METHOD r3f-readme / r4f-readme / r3f-released / r4f-released: the command of fairseq's
+    examples/rxf/README.md, every value from hparams/glue_released.tsv (r4f-* on fairseq's out_proj-only head;
+    *-released with --noise-type none, the computation of the released code, whose noise never reached RoBERTa's
+    encoder). It exists for RTE only; flags the README leaves out are left out (no --max-update: the run ends at
+    --max-epoch; no --shorten-method, except on TINY=1's 64 positions)."""
     tsv = "glue_released.tsv"
 
     def value(row):
@@ -794,7 +801,8 @@ def plan_glue_rxf_released(task: str, method: str, args: List[str], settings: Se
     if settings.tiny:
         total = settings.tiny_updates
     train_size = int(tables.get("glue_tasks.tsv", task, "train_size"))
-    notes.append(f"# {task} {method} (fairseq examples/rxf/README.md, not the paper's {paper}): lr {value('lr')}, "
+    notes.append(f"# {task} {method} (fairseq examples/rxf/README.md, {value('computation')}; not the paper's "
+                 f"{paper}): --noise-type {value('noise_type')}, lr {value('lr')}, "
                  f"{total} updates planned by the schedule ({warmup} warm-up), ending at {max_epoch} epochs; "
                  f"effective batch {effective} = {settings.world_size} GPU(s) x {per_gpu} x update-freq "
                  f"{settings.update_freq} (BATCH_READING={settings.batch_reading}): "
@@ -804,7 +812,7 @@ def plan_glue_rxf_released(task: str, method: str, args: List[str], settings: Se
     metric = value("metric")
     label = {"task": task, "method": method, "metric": metric, "valid_subsets": "valid",
              "batch_reading": settings.batch_reading, "effective_batch": effective,
-             "released": f"fairseq examples/rxf/README.md ({tables.path(tsv)})"}
+             "released": f"fairseq examples/rxf/README.md, {value('computation')} ({tables.path(tsv)})"}
 
     values = {name: value(name) for name in ("dropout", "attention_dropout", "weight_decay", "adam_betas",
                                               "adam_eps", "clip_norm", "lr_scheduler", "max_tokens")}

@@ -15,10 +15,15 @@ set -euo pipefail
 #         freelb std++ with FreeLB's adversarial training (--task/--criterion sentence_prediction_freelb); one
 #                run per seed uses the task's published settings (fairseq_r3f/hparams/freelb_tasks.tsv)
 #         The authors' released configurations, labelled as such in every table (never r3f/r4f/smart):
-#         r3f-released  RTE only: the command of fairseq's examples/rxf/README.md (weight decay 0.1, lambda 0.7,
-#                       10 epochs, seed 1; fairseq_r3f/hparams/glue_released.tsv); other tasks are refused
-#         r4f-released  the same on fairseq's out_proj-only spectral-norm head (--arch roberta_sn_outproj_large)
-#         smart-released  smart with --smart-variant released and mt-dnn's defaults (glue.tsv smart_released_*)
+#         r3f-readme    RTE only: the command of fairseq's examples/rxf/README.md (weight decay 0.1, lambda 0.7,
+#                       10 epochs, seed 1; fairseq_r3f/hparams/glue_released.tsv) with the noise reaching the
+#                       encoder; other tasks are refused
+#         r3f-released  the same as the released code computed it: --noise-type none (its noise never reached
+#                       RoBERTa's encoder, which drops token_embeddings=)
+#         r4f-readme, r4f-released  the same two on fairseq's out_proj-only spectral-norm head
+#                       (--arch roberta_sn_outproj_large)
+#         smart-released  smart with --smart-variant released and mt-dnn's defaults as of 682b9fb..1f43b6e
+#                       (glue.tsv smart_released_*)
 # Environment:
 #   DATA_DIR       folder with TASK-bin (required)
 #   ROBERTA_PATH   RoBERTa-large model.pt (required unless TINY=1); loaded only while a run has no checkpoint

@@ -1,5 +1,5 @@
-"""The authors' released configurations as METHODs of recipes/glue.sh (r3f-released, r4f-released,
-smart-released), FreeLB's per-task single runs, and IWSLT'14's comparable path (TOKENIZATION=moses, --bleu
+"""The authors' released configurations as METHODs of recipes/glue.sh (r3f-readme, r4f-readme, r3f-released,
+r4f-released, smart-released), FreeLB's per-task single runs, and IWSLT'14's comparable path (TOKENIZATION=moses, --bleu
 tokenized). Fast: the planned commands, flag by flag, and the label checks. Slow: tiny real runs through the
 recipes, in the tables under their own labels."""
 
@@ -79,8 +79,9 @@ def fake_glue(tmp_path):
     return {"DATA_DIR": str(tmp_path), "ROBERTA_PATH": str(model)}
 
 
-def test_r3f_released_is_the_readme_command_flag_by_flag(fake_glue):
-    runs_planned = plan(["RTE", "r3f-released"], FP16="1", **fake_glue).runs
+@pytest.mark.parametrize("method", ["r3f-readme", "r3f-released"])
+def test_the_rxf_methods_are_the_readme_command_flag_by_flag(fake_glue, method):
+    runs_planned = plan(["RTE", method], FP16="1", **fake_glue).runs
     assert len(runs_planned) == 1  # the README runs one seed, fairseq's default 1
     ours = parse(runs_planned[0].command)
     readme = parse(shlex.split(README_COMMAND)[1:])
@@ -93,6 +94,8 @@ def test_r3f_released_is_the_readme_command_flag_by_flag(fake_glue):
             assert ours[mine] == fake_glue["ROBERTA_PATH"]
         elif name == "--adam-betas":
             assert ours[mine].replace(" ", "") == value.replace(" ", "")
+        elif name == "--noise-type" and method == "r3f-released":
+            assert ours[mine] == "none"  # the released computation: no noise reached RoBERTa's encoder
         else:
             assert launch.same_value(str(ours[mine]), str(value)), (name, ours[mine], value)
     for name in ("--reset-optimizer", "--reset-dataloader", "--reset-meters", "--restore-file"):
@@ -108,16 +111,60 @@ def test_r3f_released_is_the_readme_command_flag_by_flag(fake_glue):
     assert ours["<data>"].endswith("RTE-bin")
 
 
-def test_r4f_released_is_the_same_command_on_the_out_proj_head(fake_glue):
-    r3f, r4f = (plan(["RTE", method], FP16="1", **fake_glue).runs[0] for method in ("r3f-released", "r4f-released"))
+@pytest.mark.parametrize("pair", [("r3f-readme", "r4f-readme"), ("r3f-released", "r4f-released")])
+def test_r4f_is_the_same_command_on_the_out_proj_head(fake_glue, pair):
+    r3f, r4f = (plan(["RTE", method], FP16="1", **fake_glue).runs[0] for method in pair)
     a, b = parse(r3f.command), parse(r4f.command)
     assert {k for k in a if a[k] != b.get(k)} == {"--arch", "--save-dir"}
     assert b["--arch"] == "roberta_sn_outproj_large"
     assert launch.is_outproj_sn_arch(b["--arch"]) and not launch.is_sn_arch(b["--arch"])
     assert launch.plain_arch(b["--arch"]) == "roberta_large" and launch.sn_arch(b["--arch"]) == "roberta_sn_large"
     for run in (r3f, r4f):  # the label carries the method's own name, never r3f / r4f
-        assert run.label["method"] in ("r3f-released", "r4f-released") and "rxf/README.md" in run.label["released"]
+        assert run.label["method"] in pair and "rxf/README.md" in run.label["released"]
         assert run.dir.split(os.sep)[-3] == run.label["method"]
+
+
+def test_readme_and_released_differ_in_the_noise_alone_and_say_so(fake_glue):
+    """r3f-readme: the README's flags with the noise reaching the encoder; r3f-released: the same flags as the
+    released code computed them, without noise."""
+    readme, released = (plan(["RTE", m], FP16="1", **fake_glue).runs[0] for m in ("r3f-readme", "r3f-released"))
+    a, b = parse(readme.command), parse(released.command)
+    assert {k for k in set(a) | set(b) if a.get(k) != b.get(k)} == {"--noise-type", "--save-dir"}
+    assert (a["--noise-type"], b["--noise-type"]) == ("uniform", "none")
+    assert (readme.label["noise_type"], released.label["noise_type"]) == ("uniform", "none")
+    assert "the noise reaching the encoder" in readme.label["released"]
+    assert "as released" in released.label["released"] and "no noise reaching the encoder" in released.label["released"]
+    notes = []
+    launch.make_plan("glue", ["RTE", "r3f-released"], {"DATA_DIR": fake_glue["DATA_DIR"], "DRY_RUN": "1",
+                                                        "ROBERTA_PATH": fake_glue["ROBERTA_PATH"]}, notes=notes)
+    assert any("as released" in note and "--noise-type none" in note for note in notes), notes
+
+
+def test_the_released_criterions_noise_never_reached_robertas_encoder(toy_task):
+    """Why r3f-released runs --noise-type none: the released criterion (fairseq examples/rxf) computes its noised
+    logits as model(..., token_embeddings=embeddings + noise), and RoBERTa's encoder drops that argument, so they
+    are the clean logits; with dropout off its term is 0, as --noise-type none's is, while the noise of
+    r3f-readme (the plugin's perturbation) changes the logits."""
+    import torch
+
+    from conftest import NO_DROPOUT, build_in_process, first_batch
+    from fairseq_r3f.perturb import perturbed_token_embeddings, random_noise
+
+    task, model, criterion = build_in_process(toy_task, *NO_DROPOUT, "--noise-type", "none", "--r3f-lambda", "1")
+    model.train()
+    batch = first_batch(task)
+    net = dict(batch["net_input"], features_only=True, classification_head_name=criterion.classification_head_name)
+    tokens = batch["net_input"]["src_tokens"]
+    with torch.no_grad():
+        clean = model(**net)[0]
+        embeddings = model.encoder.sentence_encoder.embed_tokens(tokens)
+        released = model(**net, token_embeddings=embeddings + torch.randn_like(embeddings))[0]
+        with perturbed_token_embeddings(model, random_noise("normal", 1.0)):
+            readme = model(**net)[0]
+    assert torch.equal(released, clean)
+    assert (readme - clean).abs().max() > 1e-2
+    _, _, log = criterion(model, batch)
+    assert log["symm_kl"] == 0
 
 
 def test_released_values_are_read_from_their_table(fake_glue):
@@ -126,11 +173,12 @@ def test_released_values_are_read_from_their_table(fake_glue):
         rows = [line.rstrip("\n").split("\t") for line in f if line.strip() and not line.startswith("#")]
     header = rows[0]
     table = {row[0]: dict(zip(header, row)) for row in rows[1:]}
-    assert all(row["source"].startswith("README") for row in table.values())
-    flags = parse(plan(["RTE", "r3f-released"], **fake_glue).runs[0].command)
-    for name in ("lr", "weight_decay", "r3f_lambda", "noise_type", "dropout", "attention_dropout", "adam_eps",
-                 "clip_norm", "max_tokens", "max_positions", "warmup_updates", "total_num_update", "max_epoch"):
-        assert launch.same_value(flags["--" + name.replace("_", "-")], table[name]["r3f-released"]), name
+    assert all(row["source"].startswith("README") for name, row in table.items() if name != "computation")
+    for method in ("r3f-readme", "r3f-released"):
+        flags = parse(plan(["RTE", method], **fake_glue).runs[0].command)
+        for name in ("lr", "weight_decay", "r3f_lambda", "noise_type", "dropout", "attention_dropout", "adam_eps",
+                     "clip_norm", "max_tokens", "max_positions", "warmup_updates", "total_num_update", "max_epoch"):
+            assert launch.same_value(flags["--" + name.replace("_", "-")], table[name][method]), (method, name)
 
 
 def test_released_methods_refuse_what_would_change_them(fake_glue):
@@ -141,6 +189,8 @@ def test_released_methods_refuse_what_would_change_them(fake_glue):
             (["RTE", "r3f-released"], {"R3F_LAMBDA": "1"}, "R3F_LAMBDA=1 would change r3f-released's"),
             (["RTE", "r3f-released", "--r3f-lambda", "1"], {}, "changes r3f-released's released command"),
             (["RTE", "r4f-released", "--arch", "roberta_sn_large"], {}, "drops r4f-released's released head"),
+            (["RTE", "r3f-readme", "--noise-type", "none"], {}, "changes r3f-readme's released command"),
+            (["RTE", "r3f-released", "--noise-type", "uniform"], {}, "changes r3f-released's released command"),
             (["RTE", "r4f", "--arch", "roberta_sn_outproj_large"], {}, "fairseq's released head"),
             (["RTE", "r3f", "--arch", "roberta_sn_outproj_large"], {}, "fairseq's released head")):
         with pytest.raises(launch.Stop) as stop:
@@ -185,8 +235,9 @@ def test_labels_tell_the_out_proj_head_from_r4fs():
              "spectral_norm_head": False, "outproj_spectral_norm_head": False}
     outproj = {**plain, "arch": "roberta_sn_outproj_large", "outproj_spectral_norm_head": True}
     full = {**plain, "arch": "roberta_sn_large", "spectral_norm_head": True}
-    ok = {("r3f", "plain"), ("r3f-released", "plain"), ("r4f", "full"), ("r4f-released", "outproj")}
-    for method in ("r3f", "r4f", "r3f-released", "r4f-released"):
+    ok = {("r3f", "plain"), ("r3f-readme", "plain"), ("r3f-released", "plain"), ("r4f", "full"),
+          ("r4f-readme", "outproj"), ("r4f-released", "outproj")}
+    for method in ("r3f", "r4f", "r3f-readme", "r4f-readme", "r3f-released", "r4f-released"):
         for name, ident in (("plain", plain), ("outproj", outproj), ("full", full)):
             problems = runs.label_mismatches({"method": method}, ident)
             assert (problems == []) == ((method, name) in ok), (method, name, problems)
@@ -215,15 +266,17 @@ def test_tiny_released_runs_are_their_own_rows_of_the_glue_table(tmp_path):
     os.makedirs(tmp_path / "glue")
     os.symlink(data_bin, tmp_path / "glue" / "RTE-bin")
     save = tmp_path / "runs"
-    for method in ("r3f", "r3f-released", "r4f-released"):
+    for method in ("r3f", "r3f-readme", "r3f-released", "r4f-released"):
         proc = subprocess.run([GLUE_SH, "RTE", method], capture_output=True, text=True, cwd=REPO,
                               env=env(DATA_DIR=tmp_path / "glue", SAVE_ROOT=save, TINY=1, TINY_UPDATES=3, SEEDS=1,
                                       FP16=0))
         assert proc.returncode == 0, proc.stderr[-3000:]
-    for method, arch in (("r3f-released", "roberta_base"), ("r4f-released", "roberta_sn_outproj_base")):
-        run_dir = save / "RTE" / method / "lambda0.7_uniform" / "seed1"
+    for method, arch, noise in (("r3f-readme", "roberta_base", "uniform"), ("r3f-released", "roberta_base", "none"),
+                                ("r4f-released", "roberta_sn_outproj_base", "none")):
+        run_dir = save / "RTE" / method / f"lambda0.7_{noise}" / "seed1"
         identity = json.loads((run_dir / "identity.json").read_text())
         assert identity["mismatches"] == [] and identity["arch"] == arch and identity["num_updates"] == 3
+        assert identity["noise_type"] == noise
         configuration = identity["configuration"]
         assert [v for k, v in configuration.items() if k.endswith(".weight_decay")] == [0.1]
         assert configuration.get("optimization.max_update") == 3
@@ -233,9 +286,11 @@ def test_tiny_released_runs_are_their_own_rows_of_the_glue_table(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = (tmp_path / "out" / "table2.md").read_text()
     rows = [line.split("|")[1].strip() for line in table.split("Median")[0].splitlines() if line.startswith("| ")]
-    assert rows[1:] == ["R3F", "R3F-released (fairseq's rxf README command)",
-                        "R4F-released (rxf README, out_proj-only SN head)"]
-    assert "*-released rows: the authors' released configurations" in table
+    assert rows[1:] == ["R3F", "R3F-readme (rxf README flags, noise reaching the encoder)",
+                        "R3F-released (as released: rxf README flags, no noise reached the encoder)",
+                        "R4F-released (as released: rxf README flags, no noise reached the encoder, out_proj-only SN "
+                        "head)"]
+    assert "*-readme and *-released rows: the authors' released configurations" in table
 
 
 @pytest.mark.slow

@@ -11,7 +11,10 @@ KL, each a gradient step normalised in the ball's norm followed by a projection 
 ball, its start and its ascent step are perturb.EmbeddingBall, shared with FreeLB.
 
 ``released``: what the authors' code (namisan/mt-dnn: ``mt_dnn/perturbation.py``, ``mt_dnn/loss.py``,
-``train.py``) runs. The noise is added to the embedding layer's output (after positions, the embedding layer
+``train.py``) ran between its commits 682b9fb (2020-12) and 1f43b6e (2021-02). (From 1f43b6e on, mt-dnn feeds
+embedding output + noise through the whole HuggingFace model as ``inputs_embeds``, so positions, type
+embeddings, the layer norm and dropout are applied a second time; its mid-2020 code, 99d1b20, used step 1e-3 and
+no start noise. docs/baselines.md.) The noise is added to the embedding layer's output (after positions, the embedding layer
 norm and dropout; one embedding output, hence one dropout mask, shared by the ascent and the final forward).
 It starts at N(0, sigma^2); each of the K steps ascends mt-dnn's one-sided ``stable_kl`` of the perturbed
 against the detached clean logits (squared error for regression) and sets the noise to ``noise + step x
@@ -102,8 +105,11 @@ class SentencePredictionSMARTConfig(SentencePredictionConfig):
     smart_variant: ChoiceEnum(VARIANTS) = field(
         default="paper",
         metadata={"help": "paper: the SMART paper's Algorithm 1 on the token embeddings; released: the authors' "
-                          "mt-dnn code (noise on the embedding layer's output, per-token normalisation, one-sided "
-                          "stable KL ascent, mt-dnn's defaults); docs/baselines.md"},
+                          "mt-dnn code as of its commits 682b9fb..1f43b6e (2020-12 to 2021-02: noise on the "
+                          "embedding layer's output, per-token normalisation, one-sided stable KL ascent, mt-dnn's "
+                          "defaults; from 1f43b6e mt-dnn passes embedding output + noise as inputs_embeds through "
+                          "the embeddings again, its mid-2020 99d1b20 used step 1e-3 and no start noise); "
+                          "docs/baselines.md"},
     )
 
 

@@ -100,12 +100,19 @@ GLUE_COLUMNS: Dict[str, Tuple[str, List[Tuple[str, str]]]] = {
     "STS-B": ("Pearson", [("valid", "pearson")]),
 }
 METHOD_NAMES = {"std": "STD", "std++": "STD++", "smart": "SMART", "freelb": "FreeLB", "r3f": "R3F", "r4f": "R4F",
-                "smart-released": "SMART-released (mt-dnn's code)",
-                "r3f-released": "R3F-released (fairseq's rxf README command)",
-                "r4f-released": "R4F-released (rxf README, out_proj-only SN head)"}
+                "smart-released": "SMART-released (mt-dnn 682b9fb..1f43b6e)",
+                "r3f-readme": "R3F-readme (rxf README flags, noise reaching the encoder)",
+                "r4f-readme": "R4F-readme (rxf README flags, noise reaching the encoder, out_proj-only SN head)",
+                "r3f-released": "R3F-released (as released: rxf README flags, no noise reached the encoder)",
+                "r4f-released": "R4F-released (as released: rxf README flags, no noise reached the encoder, "
+                                "out_proj-only SN head)"}
 # Under a table that holds any of them: what the released rows are (they are never the paper's methods).
-RELEASED_NOTE = ("*-released rows: the authors' released configurations (recipes/glue.sh METHOD r3f-released, "
-                 "r4f-released, smart-released; docs/glue_xnli.md), not the paper's R3F/R4F/SMART.")
+RELEASED_NOTE = ("*-readme and *-released rows: the authors' released configurations (recipes/glue.sh METHOD "
+                 "r3f-readme, r4f-readme: fairseq's examples/rxf/README.md command with the noise reaching the "
+                 "encoder; r3f-released, r4f-released: the same as the released code computed it, the noise dropped "
+                 "(--noise-type none: its RoBERTa encoder dropped token_embeddings=, so lambda weighed a symmetric KL "
+                 "between two dropout samples); smart-released: mt-dnn's code between 682b9fb and 1f43b6e; "
+                 "docs/glue_xnli.md), not the paper's R3F/R4F/SMART.")
 XNLI_LANGUAGES = ("en", "fr", "es", "de", "el", "bg", "ru", "tr", "ar", "vi", "th", "zh", "hi", "sw", "ur")
 HALVES = {"first": ("a", "b"), "second": ("b", "a")}  # --select-on-half: (selected on, reported on)
 
@@ -603,7 +610,7 @@ def glue_table(summary: Dict[Tuple[str, str, str], Dict], half: Optional[str] = 
     notes = [f"{t} {row_name(m, suffix)}: {e['config']}, seeds {e['seeds']} ({_seeds(e)})"
              for (t, m, suffix), e in sorted(summary.items())]
     lines += ["Configurations and seeds (only finished runs are in the tables):"] + notes
-    if any(method.endswith("-released") for _t, method, _s in summary):
+    if any(method.endswith(("-readme", "-released")) for _t, method, _s in summary):
         lines += ["", RELEASED_NOTE]
     if left_out:
         lines += ["", f"Not in the tables ({len(left_out)}):"]

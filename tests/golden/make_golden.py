@@ -123,8 +123,8 @@ def cases(paths):
     }
     for name, (env, args) in extra.items():
         add("glue", f"RTE_{name}" if not name.startswith("err_task") else name, env, args, "glue")
-    # the authors' released configurations (r3f-released / r4f-released exist for RTE only)
-    for method in ("r3f-released", "r4f-released", "smart-released"):
+    # the authors' released configurations (the rxf methods exist for RTE only)
+    for method in ("r3f-readme", "r4f-readme", "r3f-released", "r4f-released", "smart-released"):
         add("glue", f"RTE_{method}", {}, ["RTE", method], "glue")
         add("glue", f"RTE_{method}_tiny", {"TINY": "1"}, ["RTE", method], "glue")
     add("glue", "MRPC_smart-released", {}, ["MRPC", "smart-released"], "glue")
