@@ -32,7 +32,7 @@ with quiet_fairseq_import():
 
     from fairseq_r3f import checkpoints
 
-    checkpoints.allow_fairseq_checkpoints()
+    checkpoints.route_fairseq_loads()  # every checkpoint fairseq loads is loaded weights-only, with the allow-list
 
     from fairseq_r3f import compat
 

@@ -61,10 +61,15 @@ class ExportError(ValueError):
 
 
 def load_checkpoint(path: str) -> Dict:
+    from fairseq_r3f.checkpoints import UnsafeCheckpoint
+    from fairseq_r3f.checkpoints import load_checkpoint as load_weights_only
+
     if not os.path.isfile(path):
         raise ExportError(f"{path}: no such file")
     try:
-        state = torch.load(path, map_location="cpu")
+        state = load_weights_only(path)
+    except UnsafeCheckpoint as error:
+        raise ExportError(str(error)) from None
     except Exception as error:  # torch raises many kinds for a file that is not a torch pickle
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ExportError(f"{path} is not a fairseq checkpoint: torch.load failed ({first_line})") from error

@@ -1283,10 +1283,12 @@ def checkpoint_progress(path: str) -> Optional[Dict]:
     """num_updates and epoch state of a checkpoint, or None when there is none."""
     if not os.path.isfile(path):
         return None
-    from fairseq_r3f.checkpoints import load_to_cpu
+    from fairseq_r3f.checkpoints import UnsafeCheckpoint, load_checkpoint
 
     try:
-        state = load_to_cpu(path, weights_only=False)
+        state = load_checkpoint(path)
+    except UnsafeCheckpoint as error:
+        fail(f"{error}; nothing was trained")
     except Exception as error:  # a kill while fairseq copies checkpoint_last.pt can cut it short
         fail(f"{path} cannot be read ({type(error).__name__}: {str(error)[:200]}); if the run was killed while "
              f"saving, delete it (the run then starts again from its start model)")

@@ -90,12 +90,12 @@ def versions() -> Dict[str, Optional[str]]:
 
 def _saved_config(checkpoint_path: str) -> Dict:
     import fairseq_r3f  # noqa: F401  (registers the plugin's names and allows fairseq's checkpoint classes)
-    from fairseq_r3f.checkpoints import load_to_cpu
+    from fairseq_r3f.checkpoints import load_checkpoint
 
     if not os.path.isfile(checkpoint_path):
         raise RunError(f"{checkpoint_path}: no such checkpoint")
     try:
-        state = load_to_cpu(checkpoint_path)  # memory-mapped where torch can: the weights stay on disk
+        state = load_checkpoint(checkpoint_path)  # memory-mapped where torch can: the weights stay on disk
     except Exception as error:
         raise RunError(f"{checkpoint_path}: not a readable checkpoint ({type(error).__name__}: {error})") from error
     if state.get("cfg") is None:  # written by fairseq < 0.10 (an argparse.Namespace): fairseq upgrades it

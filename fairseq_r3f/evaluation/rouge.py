@@ -159,10 +159,10 @@ def subset_size(data_bin: str, subset: str) -> int:
 def checkpoint_positions(checkpoint: str) -> Tuple[int, int]:
     """The model's maximum source and target positions, from the configuration saved in the checkpoint."""
     import fairseq_r3f  # noqa: F401 (allows the fairseq classes a checkpoint's configuration holds)
-    from fairseq_r3f.checkpoints import load_to_cpu
+    from fairseq_r3f.checkpoints import load_checkpoint
 
     try:
-        state = load_to_cpu(checkpoint)  # memory-mapped where torch can; a legacy (not zip) file is read whole
+        state = load_checkpoint(checkpoint)  # memory-mapped where torch can; a legacy (not zip) file is read whole
     except pickle.UnpicklingError as error:
         raise DataError(f"--checkpoint {checkpoint}: torch refuses to load it ({str(error).splitlines()[0]})") from None
     cfg = state.get("cfg")

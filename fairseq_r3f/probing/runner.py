@@ -27,7 +27,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 import torch
 
 from fairseq_r3f import launch, runs
-from fairseq_r3f.checkpoints import load_to_cpu
+from fairseq_r3f.checkpoints import UnsafeCheckpoint, load_checkpoint
 from fairseq_r3f.logs import read_json_log
 from fairseq_r3f.probing import methods as method_defs
 from fairseq_r3f.probing.methods import USER_DIR, GlueHparams, Method
@@ -381,7 +381,9 @@ def _saved_progress(path: str) -> Optional[Dict]:
     if not os.path.isfile(path):
         return None
     try:
-        state = load_to_cpu(path)
+        state = load_checkpoint(path)
+    except UnsafeCheckpoint as error:
+        raise StepFailed(str(error)) from None
     except Exception as error:  # fairseq copies checkpoint_last.pt in place: a kill can cut the copy short
         raise StepFailed(f"{path} cannot be read ({type(error).__name__}: {str(error)[:200]}); if the run was "
                          f"killed while saving, delete it (the run then starts again from its start model) or put "
@@ -394,9 +396,9 @@ def _saved_progress(path: str) -> Optional[Dict]:
 def _drop_optimizer_state(path: str) -> None:
     """Rewrites a finished run's checkpoint without its optimizer state: the next steps start from it with
     --finetune-from-model (which resets the optimizer) or --probe-checkpoint, and read only the model."""
-    # torch.load, not fairseq's loader: that one upgrades the state (cfg becomes an omegaconf object), and
-    # the file written back would no longer load under torch's weights_only default.
-    state = torch.load(path, map_location="cpu")
+    # not fairseq's loader: that one upgrades the state (cfg becomes an omegaconf object), and the file written
+    # back would no longer load weights-only
+    state = load_checkpoint(path)
     if state.get("last_optimizer_state") is None:
         return
     del state["last_optimizer_state"]
