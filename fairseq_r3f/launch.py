@@ -11,8 +11,11 @@ flags after METHOD, which go last. Flags that would make a run another method ar
 setting, given as a flag or an environment variable, must be a finite number. With DRY_RUN=1 the plan is
 printed and nothing else happens.
 
-*launch*: a run folder is locked (``lock``, held with ``flock`` while a launch lives); a second launch on it is
-refused with the holder's pid, host and start time. A run whose folder has a ``checkpoint_last.pt`` resumes from
+*launch*: a run folder is locked (``flock`` on the folder itself) by the launcher and by the fairseq-train it
+starts, which inherits the lock and holds it while it lives, also when the launcher is killed; ``lock`` records
+the holders, and a second launch is refused naming those still alive (pid, host, start time). Deleting ``lock``
+releases nothing. Flags that cannot train here (half precision on the CPU) and non-finite values are refused,
+and every run's configuration is built, before any folder is made. A run whose folder has a ``checkpoint_last.pt`` resumes from
 it (``--finetune-from-model`` loads the pretrained model only for a fresh run); a run whose checkpoint already
 reached its planned end is not launched again (fairseq would train one update more).
 
@@ -42,6 +45,7 @@ import json  # noqa: E402
 import math  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
+import signal  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
@@ -190,8 +194,9 @@ def plain_arch(arch: str) -> str:
 
 
 def check_finite(flags: Sequence[str], where: str) -> None:
-    """Refuses a flag whose value is NaN or infinite (``--lr nan``, ``--r3f-lambda=inf``, ``--lr 1e400``):
-    fairseq takes most of them and trains on them."""
+    """Refuses a flag whose value, or an item of whose list or tuple, is NaN or infinite (``--lr nan``,
+    ``--r3f-lambda=inf``, ``--lr 1e400``, ``--adam-betas "(0.9,nan)"``): fairseq takes most of them and trains on
+    them (a tuple it evaluates as Python, where nan is a NameError)."""
     for i, item in enumerate(flags):
         if not item.startswith("--"):
             continue
@@ -200,12 +205,14 @@ def check_finite(flags: Sequence[str], where: str) -> None:
             if i + 1 >= len(flags):
                 continue
             value = flags[i + 1]
-        try:
-            number = float(value)
-        except ValueError:
-            continue
-        if math.isnan(number) or (math.isinf(number) and name not in INF_ALLOWED):
-            fail(f"{name} {value} ({where}): give a finite number")
+        for part in value.strip().strip("()[]").split(","):
+            try:
+                number = float(part)
+            except ValueError:
+                continue
+            if math.isnan(number) or (math.isinf(number) and name not in INF_ALLOWED):
+                fail(f"{name} {value} ({where}): give " + ("a finite number" if part.strip() == value.strip() else
+                                                           "finite numbers"))
 
 
 _BASH_SPECIAL = set(" \t\n'\"\\|&;()<>!{}*[]?^$`,")
@@ -1169,6 +1176,41 @@ SWEPT_KEYS = {"lr": "optimization.lr", "r3f_lambda": "criterion.r3f_lambda", "no
               "eps": "criterion.eps"}
 
 
+# fairseq-train's half-precision switches (fairseq's option parsing turns --bf16 into --bf16 --tpu)
+HALF_PRECISION_FLAGS = ("--fp16", "--memory-efficient-fp16", "--bf16", "--memory-efficient-bf16", "--amp")
+
+
+def check_precision(settings: Settings, flags: Sequence[str]) -> None:
+    """Refuses a half-precision flag after the recipe's arguments where it cannot train as it says: under TINY=1
+    (one CPU process, whatever the machine), on a launch where torch sees no CUDA GPU (a dry run gets a note, as
+    FP16=1 does), and --bf16 without torch_xla (fairseq-train's --bf16 is its TPU path). Each would die in
+    fairseq-train after the run folder was made, or (--amp on the CPU) train in fp32 recorded as amp."""
+    for flag in HALF_PRECISION_FLAGS:
+        if not has_flag(flags, flag):
+            continue
+        consequence = ("trains in fp32 and records amp: true for it" if flag == "--amp" else
+                       "stops at start-up (Torch not compiled with CUDA enabled)")
+        if settings.tiny:
+            fail(f"{flag} cannot run under TINY=1, which trains on the CPU (there fairseq-train {consequence}): "
+                 f"drop it")
+        if "bf16" in flag and not module_available("torch_xla"):
+            fail(f"{flag}: fairseq-train's bf16 is its TPU path (its option parsing adds --tpu, which needs "
+                 f"torch_xla, also on a GPU): drop it, and train in fp16 (FP16=1) or fp32 (FP16=0)")
+        if not cuda_available():
+            if settings.dry_run:
+                settings.notes.append(f"# note: {flag} needs a CUDA GPU, which this machine lacks: these commands "
+                                      f"run on a GPU machine")
+            else:
+                fail(f"{flag} needs a CUDA GPU and torch sees none here (on the CPU fairseq-train {consequence}): "
+                     f"drop it, or run on a GPU")
+
+
+def module_available(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
 def make_plan(recipe: str, args: Sequence[str], env: Mapping[str, str], hparams: Optional[str] = None,
               notes: Optional[List[str]] = None) -> Plan:
     """The plan of one recipe invocation: every run's fairseq-train arguments (raises Stop on a wrong input).
@@ -1180,6 +1222,7 @@ def make_plan(recipe: str, args: Sequence[str], env: Mapping[str, str], hparams:
         settings.notes = notes
     plan = PLANNERS[recipe](list(args), settings, Tables(hparams or HPARAMS))
     check_finite(plan.overrides, "a flag after the recipe's arguments")
+    check_precision(settings, plan.overrides)
     plan.swept = [SWEPT_KEYS.get(k, "criterion." + k) for k in plan.swept]
     if settings.tiny:
         plan.env["OMP_NUM_THREADS"] = env.get("OMP_NUM_THREADS") or "1"
@@ -1220,28 +1263,72 @@ def write_text_atomic(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-@contextlib.contextmanager
-def run_lock(run_dir: str) -> Iterator[int]:
-    """Holds RUN_DIR/lock (flock) while the block runs; a second launch is refused naming the holder. Yields the
-    lock's descriptor: fairseq-train inherits it, so that the folder stays locked while training lives even if
-    the launcher itself is killed."""
+class RunLock:
+    """A run folder held by this process (``run_lock``): ``fd`` is the locked folder, which a training process
+    inherits to hold it too; ``add_holder`` names such a process in the folder's holder record."""
+
+    def __init__(self, run_dir: str, fd: int, holders: List[Dict]):
+        self.run_dir, self.fd, self.holders = run_dir, fd, holders
+
+    def add_holder(self, program: str, pid: int) -> None:
+        self.holders.append(_holder(program, pid))
+        write_text_atomic(os.path.join(self.run_dir, LOCK_FILE), json.dumps({"holders": self.holders}) + "\n")
+
+
+def _holder(program: str, pid: int) -> Dict:
+    return {"program": program, "pid": pid, "host": socket.gethostname(), "started": now_iso()}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def lock_holders_text(run_dir: str) -> str:
+    """The processes that hold RUN_DIR, from its holder record: those still alive on this host (a holder on
+    another host cannot be checked: named as recorded)."""
     path = os.path.join(run_dir, LOCK_FILE)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except FileNotFoundError:
+        return f"a process whose record {path} was deleted"
+    try:
+        holders = json.loads(text)["holders"]
+        described = [f"{h['program']} pid {h['pid']} host {h['host']} started {h['started']}" for h in holders
+                     if h["host"] != socket.gethostname() or _alive(int(h["pid"]))]
+    except (ValueError, KeyError, TypeError):  # not the launcher's record: shown as it is
+        return " ".join(text.split()) or "another launch"
+    return " and ".join(described) or f"a process not in its record {path}"
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str, program: str = "launcher") -> Iterator[RunLock]:
+    """Holds the run folder itself locked (``flock`` on the folder) while the block runs; a second launch is
+    refused naming the processes that hold it (RUN_DIR/lock, the holder record: ``program`` and this pid, then
+    each process ``add_holder`` names). The lock is the folder's, not a file's: deleting RUN_DIR/lock releases
+    nothing. A training process inherits the locked descriptor (``RunLock.fd``), so the folder stays locked
+    while it lives, also after the launcher itself was killed."""
+    fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
             if error.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                 raise
-            with open(path, encoding="utf-8", errors="replace") as f:
-                holder = " ".join(f.read().split()) or "another launch"
-            fail(f"{run_dir} is in use by {holder} (its lock {path} is held): wait until that launch ends, or "
-                 f"stop it; two launches on one run folder would train it twice")
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} host {socket.gethostname()} started {now_iso()}\n".encode())
-        yield fd
+            fail(f"{run_dir} is in use by {lock_holders_text(run_dir)} (the folder is locked; "
+                 f"{os.path.join(run_dir, LOCK_FILE)} names who holds it): wait until that ends, or stop it; two "
+                 f"launches on one run folder would train it twice")
+        lock = RunLock(run_dir, fd, [])
+        lock.add_holder(program, os.getpid())
+        yield lock
     finally:
-        os.close(fd)  # releases the lock
+        os.close(fd)  # releases the lock, unless a training process that inherited it still lives
 
 
 def parse_flags(command: Sequence[str]) -> Dict[str, object]:
@@ -1309,8 +1396,10 @@ def reached_end(progress: Optional[Dict], command: Sequence[str], trained: Optio
     return bool(trained) and trained.get("num_updates") == progress["num_updates"]
 
 
-def record_plan(sweep_dir: str, runs: List[Run]) -> None:
-    """Adds these runs to SWEEP_DIR/plan.json (the union over every launch), under a lock."""
+def record_plan(sweep_dir: str, runs: List[Run], planned: Optional[Mapping[str, Dict]] = None) -> None:
+    """Adds these runs to SWEEP_DIR/plan.json (the union over every launch), under a lock; each with its planned
+    configuration (``planned``: run folder -> planned_configuration) where given, by which the tables count a
+    configuration's seeds out of the seeds planned for it."""
     os.makedirs(sweep_dir, exist_ok=True)
     path = os.path.join(sweep_dir, PLAN_FILE)
     folder = os.open(sweep_dir, os.O_RDONLY)  # the folder itself is the lock: no extra file beside the runs
@@ -1321,7 +1410,8 @@ def record_plan(sweep_dir: str, runs: List[Run]) -> None:
         for run in runs:
             entry = os.path.relpath(run.dir, sweep_dir)
             if entry not in known:
-                plan["runs"].append({"dir": entry, "config": run.config, "seed": run.seed})
+                plan["runs"].append({"dir": entry, "config": run.config, "seed": run.seed,
+                                     **({"configuration": planned[run.dir]} if planned else {})})
                 known.add(entry)
         write_json_atomic(path, plan)
     finally:
@@ -1362,7 +1452,8 @@ def verify(run_dir: str, planned: Dict) -> Dict:
     return ident
 
 
-def launch_run(plan: Plan, run: Run, env: Mapping[str, str], k: int, total: int, started: float) -> None:
+def launch_run(plan: Plan, run: Run, env: Mapping[str, str], k: int, total: int, started: float,
+               planned: Optional[Dict] = None) -> None:
     elapsed = time.monotonic() - started
     eta = _clock(elapsed * (total - k + 1) / (k - 1)) if k > 1 else "unknown"
     print(f"run {k} of {total}: {run.dir} (elapsed {_clock(elapsed)}, ETA {eta})", file=sys.stderr)
@@ -1370,8 +1461,8 @@ def launch_run(plan: Plan, run: Run, env: Mapping[str, str], k: int, total: int,
     label_path = os.path.join(run_dir, LABEL_FILE)
     done_path = os.path.join(run_dir, DONE_FILE)
     os.makedirs(run_dir, exist_ok=True)
-    with run_lock(run_dir) as lock_fd:
-        planned = planned_configuration(run.command)
+    with run_lock(run_dir) as lock:
+        planned = planned or planned_configuration(run.command)
         if os.path.exists(label_path):
             recorded = read_json_file(label_path, "what the run is")
             recorded = recorded if isinstance(recorded, dict) else {}
@@ -1410,17 +1501,43 @@ def launch_run(plan: Plan, run: Run, env: Mapping[str, str], k: int, total: int,
             with open(log_path, "a", encoding="utf-8") as log:
                 log.write(f"# {now_iso()} start\n")
                 log.flush()
-                status = subprocess.run(plan.launch + run.command, stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, env={**env, **plan.env},
-                                        pass_fds=(lock_fd,)).returncode
+                # the training inherits the locked folder: it holds the folder while it lives, launcher or not
+                training = subprocess.Popen(plan.launch + run.command, stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, env={**env, **plan.env}, pass_fds=(lock.fd,))
+                try:
+                    lock.add_holder(os.path.basename(plan.launch[0]), training.pid)
+                    status = training.wait()
+                except BaseException:  # as subprocess.run: the launcher stops, so does its training
+                    training.kill()
+                    training.wait()
+                    raise
             if status != 0:
                 with open(log_path, encoding="utf-8", errors="replace") as log:
                     sys.stderr.write("".join(log.readlines()[-20:]))
-                raise Stop(f"the run in {run_dir} failed (exit status {status}); its log is {log_path}. Fix what "
-                           f"its last lines above say; if it was interrupted (killed, out of memory, a lost node), "
-                           f"the same command resumes it from its checkpoint_last.pt", status=1)
+                raise Stop(training_failure(run_dir, status, log_path), status=1)
 
         train_verify_and_finish(run_dir, planned, run.command, train)
+
+
+def training_failure(run_dir: str, status: int, log_path: str) -> str:
+    """What to do about a training that ended with ``status`` (negative: killed by that signal). Only an
+    interruption is advised to be launched again: a failure fairseq-train reports fails the same way again."""
+    from fairseq_r3f import runs
+
+    checkpoint = os.path.join(run_dir, runs.CHECKPOINT)
+    if status < 0 or status in (128 + 9, 128 + 15):  # a signal (or a launcher reporting one: 137, 143)
+        number = -status if status < 0 else status - 128
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = f"signal {number}"
+        return (f"the run in {run_dir} was killed ({name}); its log is {log_path}. The same command resumes it "
+                + ("from its checkpoint_last.pt" if os.path.isfile(checkpoint) else
+                   "from its start (it saved no checkpoint)"))
+    kept = ("it saved no checkpoint: delete the folder to launch it with other settings"
+            if not os.path.isfile(checkpoint) else "its checkpoint_last.pt is kept")
+    return (f"the run in {run_dir} failed (exit status {status}); its log is {log_path}. Fix what its last lines "
+            f"above say (launched again as it is, it fails the same way); {kept}")
 
 
 def train_verify_and_finish(run_dir: str, planned: Dict, command: Sequence[str], train: Callable[[], object]):
@@ -1672,7 +1789,7 @@ def launch_composed(cfg, train: Callable, config_name: str, argv: Sequence[str],
     run_dir = os.path.abspath(str(cfg.checkpoint.save_dir))
     label_path, done_path = os.path.join(run_dir, LABEL_FILE), os.path.join(run_dir, DONE_FILE)
     os.makedirs(run_dir, exist_ok=True)
-    with run_lock(run_dir):
+    with run_lock(run_dir, "fairseq-hydra-train"):
         if os.path.exists(label_path):
             recorded = read_json_file(label_path, "what the run is")
             recorded = recorded if isinstance(recorded, dict) else {}
@@ -1756,14 +1873,16 @@ def run_recipe(recipe: str, args: Sequence[str], env: Mapping[str, str], hparams
             stdout.write(dry_run_text(plan))
             return 0
         check_importable(plan)
+        # fairseq-train's view of every run, before any folder is made: a plan it refuses stops here
+        planned = {run.dir: planned_configuration(run.command) for run in plan.runs}
         by_sweep: Dict[str, List[Run]] = {}
         for run in plan.runs:
             by_sweep.setdefault(run.sweep_dir, []).append(run)
         for sweep_dir, sweep_runs in by_sweep.items():
-            record_plan(sweep_dir, sweep_runs)
+            record_plan(sweep_dir, sweep_runs, planned)
         started = time.monotonic()
         for k, run in enumerate(plan.runs, 1):
-            launch_run(plan, run, env, k, len(plan.runs), started)
+            launch_run(plan, run, env, k, len(plan.runs), started, planned[run.dir])
         return 0
     except ModuleNotFoundError as error:
         print(f"error: {sys.executable} cannot import {error.name} ({error}): activate the environment with fairseq "

@@ -475,6 +475,17 @@ def log_last_update(run_dir: str) -> Optional[int]:
     return int(max(updates)) if updates else None
 
 
+def log_problem(run_dir: str) -> Optional[str]:
+    """Why train.log cannot be one training's record (its update numbers repeat or interleave), or None."""
+    from fairseq_r3f.evaluation.results import log_order_problem
+
+    path = os.path.join(run_dir, LOG_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path, errors="replace") as f:
+        return log_order_problem(f.read())
+
+
 def planned_end(run_dir: str) -> Optional[int]:
     """The update the launcher recorded in ``done`` as the run's planned end (None: an older, empty done)."""
     path = os.path.join(run_dir, DONE_FILE)
@@ -495,8 +506,8 @@ def run_status(run_dir: str, accepts=None) -> Tuple[str, str]:
     table reads (the others are "foreign"). "finished": ``done`` exists, and the checkpoint's update equals the
     last update train.log reports and the planned end recorded in ``done``; "unfinished": no ``done`` (still
     running, stopped or killed); "truncated": the log and the checkpoint disagree on the last update (a log cut
-    short, a checkpoint replaced); "failed": what ran contradicts the label or the plan, or it stopped at
-    another update than planned."""
+    short, a checkpoint replaced); "failed": what ran contradicts the label or the plan, it stopped at another
+    update than planned, or its log's update numbers repeat or interleave (two trainings wrote the folder)."""
     if not os.path.isfile(os.path.join(run_dir, LABEL_FILE)):
         raise RunError(f"{run_dir} has no {LABEL_FILE}: not a run folder (give the folder of one run)")
     label = read_json(os.path.join(run_dir, LABEL_FILE))
@@ -516,6 +527,9 @@ def run_status(run_dir: str, accepts=None) -> Tuple[str, str]:
         differ = configuration_differences(planned, ident["configuration"])
         if differ:
             return "failed", "the checkpoint's configuration differs from the plan in " + ", ".join(differ)
+    problem = log_problem(run_dir)
+    if problem:
+        return "failed", f"{LOG_FILE}: {problem}"
     checkpoint_updates = ident.get("num_updates")
     logged = log_last_update(run_dir)
     if logged is None:

@@ -152,7 +152,8 @@ END_TO_END_MODULES = {
     "test_adversarial", "test_benchmark", "test_demo", "test_export", "test_glue_recipes", "test_gpu_check",
     "test_hydra", "test_launch_runs",
     "test_install", "test_option_checks", "test_options_help", "test_packaging", "test_preprocess_data",
-    "test_probing", "test_probing_runs", "test_r4f_and_checkpoints", "test_results_runs", "test_rouge", "test_runs",
+    "test_probing", "test_probing_runs", "test_r4f_and_checkpoints", "test_results_runs", "test_rouge",
+    "test_run_folder_safety", "test_runs",
     "test_sentence_prediction_r3f", "test_summarization_pipeline", "test_translation", "test_xnli",
 }
 IN_PROCESS_TESTS = {

@@ -41,6 +41,9 @@ def tiny(family: str, **overrides):
     elif family == "bert":
         model = t.BertForSequenceClassification(t.BertConfig(vocab_size=VOCAB, max_position_embeddings=40,
                                                              num_labels=3, **{**SMALL, **NO_DROPOUT, **overrides}))
+    elif family == "bert-token":
+        model = t.BertForTokenClassification(t.BertConfig(vocab_size=VOCAB, max_position_embeddings=40, num_labels=3,
+                                                          **{**SMALL, **NO_DROPOUT, **overrides}))
     elif family == "deberta-v2":
         model = t.DebertaV2ForSequenceClassification(t.DebertaV2Config(
             vocab_size=VOCAB, max_position_embeddings=40, num_labels=3, **{**SMALL, **NO_DROPOUT, **overrides}))
@@ -71,7 +74,7 @@ def tiny(family: str, **overrides):
 CLASSIFIERS = ("roberta", "bert", "deberta-v2", "bart-classification")
 SEQ2SEQ_FAMILIES = ("bart", "mbart", "t5")
 CAUSAL = ("gpt2", "llama")
-FAMILIES = CLASSIFIERS + SEQ2SEQ_FAMILIES + CAUSAL
+FAMILIES = CLASSIFIERS + ("bert-token",) + SEQ2SEQ_FAMILIES + CAUSAL
 
 
 def batch(family: str, rows: int = 3, length: int = 7, seed: int = 1):
@@ -84,6 +87,10 @@ def batch(family: str, rows: int = 3, length: int = 7, seed: int = 1):
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     if family in CLASSIFIERS:
         inputs["labels"] = torch.randint(0, 3, (rows,), generator=generator)
+    elif family == "bert-token":
+        labels = torch.randint(0, 3, (rows, length), generator=generator)
+        labels[0, 5:] = -100
+        inputs["labels"] = labels
     elif family in SEQ2SEQ_FAMILIES:
         labels = torch.randint(3, VOCAB, (rows, 5), generator=generator)
         labels[0, 3:] = -100
@@ -169,7 +176,7 @@ def test_the_noise_is_added_to_the_raw_token_embeddings_before_scaling_positions
     if family in CAUSAL:
         keep = inputs["labels"][:, 1:] != -100
         expected = symmetric_kl_autograd(clean_logits[:, :-1][keep], noised_logits[:, :-1][keep])
-    elif family in SEQ2SEQ_FAMILIES:
+    elif family in SEQ2SEQ_FAMILIES + ("bert-token",):
         keep = inputs["labels"] != -100
         expected = symmetric_kl_autograd(clean_logits[keep], noised_logits[keep])
     else:

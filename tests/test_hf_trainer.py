@@ -9,7 +9,7 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from rxf.hf import R3FTrainer, R3FTrainingArguments  # noqa: E402
+from rxf.hf import R3FSeq2SeqTrainer, R3FSeq2SeqTrainingArguments, R3FTrainer, R3FTrainingArguments  # noqa: E402
 from test_hf_noise import PAD, fixed_noise, tiny  # noqa: E402
 
 
@@ -22,6 +22,8 @@ def examples(family: str, count: int = 8, seed: int = 0):
         if family == "gpt2":
             labels = ids.clone()
             labels[: i % 3] = -100  # a prompt that is not a target: micro-batches differ in target tokens
+        elif family == "bart":
+            labels = torch.randint(3, 40, (2 + i % 4,), generator=generator)  # targets of different lengths
         else:
             labels = torch.tensor(i % 3)
         rows.append({"input_ids": ids, "labels": labels})
@@ -33,12 +35,15 @@ def collate(rows):
     ids = torch.full((len(rows), length), PAD)
     mask = torch.zeros((len(rows), length), dtype=torch.long)
     sequence_labels = rows[0]["labels"].dim() == 1
-    labels = torch.full((len(rows), length), -100) if sequence_labels else torch.stack([r["labels"] for r in rows])
+    if sequence_labels:
+        labels = torch.full((len(rows), max(len(r["labels"]) for r in rows)), -100)
+    else:
+        labels = torch.stack([r["labels"] for r in rows])
     for i, row in enumerate(rows):
         n = len(row["input_ids"])
         ids[i, :n], mask[i, :n] = row["input_ids"], 1
         if sequence_labels:
-            labels[i, :n] = row["labels"]
+            labels[i, : len(row["labels"])] = row["labels"]
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
@@ -60,26 +65,31 @@ class Gradients(transformers.TrainerCallback):
             self.grads = {n: p.grad.detach().clone() for n, p in self.model.named_parameters() if p.grad is not None}
 
 
-def first_gradient(tmp_path, family, trainer_class=R3FTrainer, noise=fixed_noise(0.5), **overrides):
+def first_gradient(tmp_path, family, noise=fixed_noise(0.5), **overrides):
     model = tiny(family)
     callback = Gradients(model)
-    trainer = trainer_class(model=model, args=arguments(tmp_path, **overrides), train_dataset=examples(family),
-                            data_collator=collate, callbacks=[callback])
+    seq2seq = family == "bart"
+    trainer_class = R3FSeq2SeqTrainer if seq2seq else R3FTrainer
+    args = arguments(tmp_path, R3FSeq2SeqTrainingArguments if seq2seq else R3FTrainingArguments, **overrides)
+    trainer = trainer_class(model=model, args=args, train_dataset=examples(family), data_collator=collate,
+                            callbacks=[callback])
     trainer.r3f_noise_sampler = noise
     trainer.train()
     return callback.grads, trainer
 
 
-@pytest.mark.parametrize("family", ["roberta", "gpt2"])
-def test_the_same_effective_batch_gives_the_same_gradient_at_accumulation_1_2_and_4(tmp_path, family):
-    reference, _ = first_gradient(tmp_path / "1", family, r3f_lambda=1.0)
-    without_term, _ = first_gradient(tmp_path / "0", family, r3f_lambda=1.0, noise=lambda e: torch.zeros_like(e))
+# bart: R3FSeq2SeqTrainer with Trainer's label smoother in place of the model's loss
+@pytest.mark.parametrize("family, settings", [("roberta", {}), ("gpt2", {}), ("bart", {"label_smoothing_factor": 0.1})])
+def test_the_same_effective_batch_gives_the_same_gradient_at_accumulation_1_2_and_4(tmp_path, family, settings):
+    reference, _ = first_gradient(tmp_path / "1", family, r3f_lambda=1.0, **settings)
+    without_term, _ = first_gradient(tmp_path / "0", family, r3f_lambda=1.0, noise=lambda e: torch.zeros_like(e),
+                                     **settings)
     embedding = next(name for name in reference if "embed" in name or "wte" in name)
     # the term contributes to the gradient (else the comparison would not test it)
     assert (reference[embedding] - without_term[embedding]).abs().max() > 1e-4 * reference[embedding].abs().max()
     for steps in (2, 4):
         grads, _ = first_gradient(tmp_path / str(steps), family, r3f_lambda=1.0, per_device_train_batch_size=8 // steps,
-                                  gradient_accumulation_steps=steps)
+                                  gradient_accumulation_steps=steps, **settings)
         assert grads.keys() == reference.keys()
         for name, grad in reference.items():
             assert torch.allclose(grads[name], grad, rtol=1e-4, atol=1e-7), (steps, name)
@@ -145,3 +155,14 @@ def test_trainer_arguments_refuse_bad_r3f_settings(tmp_path):
         arguments(tmp_path, r3f_lambda=1.0, neftune_noise_alpha=5.0)
     with pytest.raises(TypeError, match="use R3FTrainingArguments"):
         R3FTrainer(model=tiny("roberta"), args=arguments(tmp_path, transformers.TrainingArguments))
+
+
+def test_seq2seq_evaluation_with_generation_computes_no_term(tmp_path):
+    def no_noise_in_evaluation(embeddings):
+        raise AssertionError("the noised forward ran in evaluation")
+
+    args = arguments(tmp_path, R3FSeq2SeqTrainingArguments, r3f_lambda=1.0, predict_with_generate=True,
+                     generation_max_length=6, per_device_eval_batch_size=4)
+    trainer = R3FSeq2SeqTrainer(model=tiny("bart"), args=args, eval_dataset=examples("bart"), data_collator=collate)
+    trainer.r3f_noise_sampler = no_noise_in_evaluation
+    assert trainer.evaluate()["eval_loss"] > 0

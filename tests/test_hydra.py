@@ -339,13 +339,15 @@ def test_a_save_dir_in_use_is_refused_naming_the_holder(toy_task, tmp_path):
     save = tmp_path / "run"
     save.mkdir()
     holder = f"pid {os.getpid()} host {socket.gethostname()} started 2026-01-01T00:00:00Z"
-    with open(save / "lock", "w") as lock:  # held as launch.run_lock holds it
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        lock.write(holder + "\n")
-        lock.flush()
+    (save / "lock").write_text(holder + "\n")  # the holder record
+    folder = os.open(save, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the folder held as launch.run_lock holds it
         proc, records = hydra_train(
             tmp_path, f"task.data={toy_task}", "checkpoint.finetune_from_model=null", f"checkpoint.save_dir={save}",
             "optimization.max_update=1", *TINY_ROBERTA, *ON_THE_CPU, config_name="rte_r4f")
+    finally:
+        os.close(folder)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert f"error: {save} is in use by {holder}" in proc.stderr
     assert not records and sorted(os.listdir(save)) == ["lock"]

@@ -64,8 +64,9 @@ def test_settings_after_method_are_recorded_checked_and_a_different_relaunch_is_
     identity = json.loads((run_dir / "identity.json").read_text())
     assert identity["configuration"]["model.dropout"] == 0
     assert json.loads((run_dir / "done").read_text())["num_updates"] == 2
-    plan = json.loads((tmp_path / "RTE" / "std" / "plan.json").read_text())
-    assert plan["runs"] == [{"dir": "default/seed1", "config": "default", "seed": 1}]
+    [entry] = json.loads((tmp_path / "RTE" / "std" / "plan.json").read_text())["runs"]
+    assert entry == {"dir": "default/seed1", "config": "default", "seed": 1,
+                     "configuration": label["planned_configuration"]}
 
     # the same folder launched without the flag: refused with the field named, never skipped as done
     proc = recipe(["RTE", "std"], data, tmp_path)

@@ -345,7 +345,7 @@ def test_only_finished_runs_enter_and_the_others_are_named(tmp_path, capsys):
         f.write("\n".join(log[: len(log) // 2]) + "\n")
     table, rows, err = table_of(tmp_path, capsys)
     assert "| R3F | - | - | 62.0 (2/4 seeds) |" in table
-    assert "RTE R3F: c, seeds [1, 2] (2/4 seeds)" in table
+    assert "RTE R3F: c, seeds [1, 2] (2/4 seeds; seed 3 unfinished; seed 4 truncated)" in table
     assert f"{killed}: unfinished (no done file" in table
     assert f"{cut}: truncated (train.log ends at update 20, the checkpoint is at update 40 (the log is cut " \
            "short))" in table

@@ -170,6 +170,26 @@ def launches(text: str) -> List[Tuple[Optional[int], Dict[str, List[Dict]]]]:
     return result
 
 
+def log_order_problem(text: str) -> Optional[str]:
+    """What is wrong with a train.log whose update numbers repeat or go back within one launch (or in a resumed
+    launch, do not start after the update it resumed from), or None. One fairseq-train logs each tag's records
+    at increasing updates; two trainings writing one folder at once leave their records interleaved, one after
+    the other repeated: numbers no table can attribute to one run."""
+    for number, (start, records) in enumerate(launches(text), 1):
+        for tag, found in records.items():
+            last, last_said = (start, f"the resume from update {start}") if start else (None, "")
+            for record in found:
+                update = record_updates(tag, record)
+                if update is None:
+                    continue
+                if last is not None and update <= last:
+                    return (f"update {int(update)} is logged after {last_said} (its {tag} records, launch {number} "
+                            f"of the log): two trainings wrote this folder at once, or its log was edited; delete "
+                            f"the folder and run it again")
+                last, last_said = update, f"update {int(update)}"
+    return None
+
+
 def final_trajectory(text: str) -> Dict[str, List[Dict]]:
     """The records of train.log that lead to the run's last checkpoint: the last launch, and before it each
     earlier launch up to the update the next one resumed from, back to the launch that started from 0.
@@ -280,7 +300,8 @@ def is_glue(label: Dict) -> bool:
 
 
 def read_plans(root: str) -> List[Dict]:
-    """Every planned run of the plan.json files under ``root``: {"dir" (absolute), "config", "seed", "plan"}."""
+    """Every planned run of the plan.json files under ``root``: {"dir" (absolute), "config", "seed", "plan",
+    "configuration" (its planned configuration; None in a plan.json written before the launcher recorded it)}."""
     from fairseq_r3f import runs
 
     planned = []
@@ -290,7 +311,8 @@ def read_plans(root: str) -> List[Dict]:
             try:
                 plan = runs.read_json(path)
                 entries = [{"dir": os.path.normpath(os.path.join(folder, entry["dir"])), "config": entry["config"],
-                            "seed": entry["seed"], "plan": path} for entry in plan["runs"]]
+                            "seed": entry["seed"], "plan": path, "configuration": entry.get("configuration")}
+                           for entry in plan["runs"]]
             except runs.RunError as error:
                 raise ResultsError(str(error)) from None
             except (KeyError, TypeError) as error:
@@ -493,7 +515,11 @@ def summarise(runs: List[Dict], every_run: Optional[List[Dict]] = None,
             if best is None or (entry["selection_median"], entry["selection_max"]) > (best["selection_median"],
                                                                                       best["selection_max"]):
                 best = entry
-        best["planned_seeds"] = planned_seeds(best, members, every_run, planned)
+        planned_here = seeds_planned(best, members, every_run, planned)
+        best["planned_seeds"] = len(planned_here)
+        best["seeds_without_result"] = [{"seed": seed, "status": "finished, left out" if status == "finished"
+                                         else status} for seed, status in sorted(planned_here.items())
+                                        if seed not in best["seeds"]]
         best["configurations"] = len(configurations)
         best["planned"] = planned_configuration_count(members, planned)
         if best["planned"] is not None and best["configurations"] < best["planned"]:
@@ -504,22 +530,46 @@ def summarise(runs: List[Dict], every_run: Optional[List[Dict]] = None,
 
 
 def planned_seeds(entry: Dict, members: List[Dict], every_run: List[Dict], planned: Sequence[Dict]) -> int:
-    """How many seeds the configuration shown was planned with: the seeds of its plan entries (the sweep folders
-    and configuration names of its runs) and of the runs found there that did not finish (when what they ran is
-    unknown or is this configuration), with the seeds that have results."""
+    """How many seeds the configuration shown was planned with (seeds_planned)."""
+    return len(seeds_planned(entry, members, every_run, planned))
+
+
+def seeds_planned(entry: Dict, members: List[Dict], every_run: List[Dict], planned: Sequence[Dict]) -> Dict[int, str]:
+    """The seeds the configuration shown was planned with, each with what became of it: "finished" for the
+    seeds with results, else its run folder's status, or "missing" for a planned run without a folder. They are
+    the seeds with results, those of its plan entries (the sweep folders and configuration names of its runs)
+    planned with this configuration, and those of the runs found there that did not finish and ran (or were
+    planned with) this configuration. A configuration is compared without the swept settings; plan.json records
+    each run's planned configuration (an entry of an older plan.json without one: its run folder's, and when
+    that is unknown too the entry counts)."""
+    from fairseq_r3f import runs
+
     slots = {(_sweep_folder(folder), run.get("config")) for run in members if run["folder"] in entry["folders"]
              for folder in [run["folder"], *run.get("copies", [])]}
     configuration = next(run["configuration"] for run in members if run["folder"] == entry["folders"][0])
     swept = set(swept_keys(members[0]))
     same = {k: v for k, v in configuration.items() if k not in swept}
-    seeds = set(entry["seeds"])
-    seeds |= {p["seed"] for p in planned if (_sweep_folder(p["dir"]), p["config"]) in slots}
+
+    def planned_with_this(other: Optional[Dict]) -> bool:
+        return not other or not runs.configuration_differences(same, {k: v for k, v in other.items()
+                                                                     if k not in swept})
+
+    def what_ran(run: Dict) -> Optional[Dict]:
+        return run.get("configuration") or run.get("planned_configuration")
+
+    found = {os.path.normpath(run["folder"]): run for run in every_run}
+    seeds = {seed: "finished" for seed in entry["seeds"]}
+    for p in planned:
+        if (_sweep_folder(p["dir"]), p["config"]) not in slots or p["seed"] in seeds:
+            continue
+        run = found.get(os.path.normpath(p["dir"]))
+        if planned_with_this(p.get("configuration") or (what_ran(run) if run else None)):
+            seeds[p["seed"]] = "missing" if run is None else run["status"]
     for run in every_run:
-        if (_sweep_folder(run["folder"]), run.get("config")) in slots and run["status"] != "finished":
-            other = run.get("configuration")
-            if other is None or {k: v for k, v in other.items() if k not in swept} == same:
-                seeds.add(run["seed"])
-    return len(seeds)
+        if (_sweep_folder(run["folder"]), run.get("config")) in slots and run["status"] != "finished" \
+                and planned_with_this(what_ran(run)):
+            seeds.setdefault(run["seed"], run["status"])
+    return seeds
 
 
 def planned_configuration_count(members: List[Dict], planned: Sequence[Dict]) -> Optional[int]:
@@ -607,7 +657,8 @@ def glue_table(summary: Dict[Tuple[str, str, str], Dict], half: Optional[str] = 
               "seeds; - without noise):", ""]
     lines += _grid(summary, tasks, tasks,
                    lambda e: "-" if e["noise_kept"] is None else f"{e['noise_kept']:.1f}")
-    notes = [f"{t} {row_name(m, suffix)}: {e['config']}, seeds {e['seeds']} ({_seeds(e)})"
+    notes = [f"{t} {row_name(m, suffix)}: {e['config']}, seeds {e['seeds']} ({_seeds(e)}"
+             + "".join(f"; seed {s['seed']} {s['status']}" for s in e.get("seeds_without_result", ())) + ")"
              for (t, m, suffix), e in sorted(summary.items())]
     lines += ["Configurations and seeds (only finished runs are in the tables):"] + notes
     if any(method.endswith(("-readme", "-released")) for _t, method, _s in summary):
