@@ -1059,7 +1059,8 @@ def plan_translation(args: List[str], settings: Settings, tables: Tables) -> Pla
     names = ("arch task source_lang target_lang model_flags moses_model_flags langs optimizer adam_betas adam_eps "
              "clip_norm lr "
              "lr_scheduler warmup_updates max_update dropout attention_dropout weight_decay label_smoothing max_tokens "
-             "reference_gpus reference_update_freq r3f_kl_normalization r3f_lambda noise_type eps drop_lambda").split()
+             "reference_gpus reference_update_freq r3f_kl_normalization r3f_lambda noise_type eps drop_lambda "
+             "comparable_validation_flags").split()
     hp = {name: tables.get(tsv, name, config) for name in names}
     data_bin = settings.env.get("DATA_BIN", "")
     src, tgt = hp["source_lang"], hp["target_lang"]
@@ -1084,6 +1085,8 @@ def plan_translation(args: List[str], settings: Settings, tables: Tables) -> Pla
     tokenization = translation_tokenization(settings, data_bin, config, hp["moses_model_flags"])
     model_flags = hp["moses_model_flags"] if tokenization == "moses" else hp["model_flags"]
     model = ["--arch", hp["arch"], *model_flags.split()]
+    # IWSLT'14's comparable path keeps checkpoint_best.pt by validation BLEU, as the published commands do
+    validation = hp["comparable_validation_flags"].split() if tokenization == "moses" else []
     if settings.tiny:
         model += tables.get("tiny.tsv", "seq2seq", "flags").split()
         max_update, warmup, per_gpu = int(settings.tiny_updates), 1, 512
@@ -1144,8 +1147,8 @@ def plan_translation(args: List[str], settings: Settings, tables: Tables) -> Pla
                         "--attention-dropout", hp["attention_dropout"], "--weight-decay", hp["weight_decay"],
                         "--optimizer", hp["optimizer"], "--adam-betas", hp["adam_betas"], "--adam-eps", hp["adam_eps"],
                         "--clip-norm", hp["clip_norm"], *schedule, "--max-tokens", str(per_gpu),
-                        "--skip-invalid-size-inputs-valid-test", "--seed", seed, "--save-dir", run_dir, *shared,
-                        *dist, *args]
+                        "--skip-invalid-size-inputs-valid-test", *validation, "--seed", seed, "--save-dir", run_dir,
+                        *shared, *dist, *args]
                     plan.runs.append(Run(run_dir, command, meta, f"{save_root}/{config}/{method}", name, int(seed)))
     plan.swept = sorted(swept)
     return plan

@@ -19,8 +19,9 @@ set -euo pipefail
 #   DATA_BIN       the bin/ folder written by preprocess/translation.py (required)
 #   MBART_PATH     mbart.cc25 model.pt (mbart_en_ro; not with TINY=1)
 #   TOKENIZATION   sentencepiece or moses; unset: what DATA_BIN holds. moses (IWSLT'14 data of
-#                  preprocess/translation.py --tokenization moses) trains with --share-all-embeddings, the
-#                  comparable path; score it with python -m fairseq_r3f.evaluation.bleu --bleu tokenized
+#                  preprocess/translation.py --tokenization moses) trains with --share-all-embeddings and keeps
+#                  checkpoint_best.pt by validation BLEU (--eval-bleu), the comparable path; score it with
+#                  python -m fairseq_r3f.evaluation.bleu --bleu tokenized
 #   METHODS="std r3f drop"   methods to run; SEEDS=1   seeds to run
 #   R3F_LAMBDA, NOISE_TYPE, R3F_EPS, DROP_LAMBDA   override the table (R3F_LAMBDA / DROP_LAMBDA may list
 #                  several values: one configuration each)

@@ -6,6 +6,7 @@ recipes, in the tables under their own labels."""
 import csv
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 from conftest import REPO
 from fairseq_r3f import launch, runs
 from fairseq_r3f.evaluation import bleu
+from fairseq_r3f.logs import read_json_log
 
 BIN = os.path.dirname(sys.executable)
 GLUE_SH = os.path.join(REPO, "recipes", "glue.sh")
@@ -313,7 +315,13 @@ def test_tiny_moses_translation_scored_with_tokenized_bleu(tmp_path):
     run_dir = save / "iwslt14_de_en" / "std" / "lambda0_none" / "seed1"
     label = json.loads((run_dir / "run.json").read_text())
     assert label["tokenization"] == "moses" and "--share-all-embeddings" in label["command"]
-    assert json.loads((run_dir / "identity.json").read_text())["configuration"]["model.share_all_embeddings"] is True
+    configuration = json.loads((run_dir / "identity.json").read_text())["configuration"]
+    assert configuration["model.share_all_embeddings"] is True
+    # checkpoint_best.pt is the best validation BLEU, as the published training commands choose it
+    assert configuration["checkpoint.best_checkpoint_metric"] == "bleu"
+    assert configuration["checkpoint.maximize_best_checkpoint_metric"] is True
+    valid = read_json_log((run_dir / "train.log").read_text()).get("valid", [])
+    assert valid and all("valid_bleu" in record for record in valid)
 
     def table(*extra):
         return subprocess.run([sys.executable, "-m", "fairseq_r3f.evaluation.bleu", "--config", "iwslt14_de_en",
@@ -334,8 +342,41 @@ def test_tiny_moses_translation_scored_with_tokenized_bleu(tmp_path):
     assert [row["bleu"] for row in result["runs"]] == [pytest.approx(expected, abs=1e-9)]
     markdown = (save / "bleu-test.md").read_text()
     assert "BLEU: tokenised BLEU-4" in markdown
+    # the test set decoded as the published generate commands do: fairseq-generate's length limits, not the
+    # validation BLEU's 1.2 x source + 10; the table says so, and how checkpoint_best.pt was chosen
+    assert "checkpoint_best.pt: the highest validation bleu" in markdown
+    assert "decoding: beam 5, lenpen 1.0, max length 0 x source + 200" in markdown
+    assert result["decoding"] == "decoding: beam 5, lenpen 1.0, max length 0 x source + 200"
+    assert any(re.search(r"'max_len_a': 0(\.0)?, 'max_len_b': 200,", line) for line in log), "not decoded so"
     again = table("--bleu", "tokenized")
     assert "bleu.json of the same checkpoint" in again.stderr
+
+
+def test_only_the_comparable_path_keeps_checkpoint_best_by_validation_bleu(tmp_path):
+    for tokenization in ("moses", "sentencepiece"):
+        data = tmp_path / tokenization
+        data.mkdir()
+        (data / "train.de-en.de.bin").write_text("")
+        (data / ("code" if tokenization == "moses" else "sentencepiece.model")).write_text("")
+        (run,) = launch.make_plan("translation", ["iwslt14_de_en"], {
+            "DATA_BIN": str(data), "DRY_RUN": "1", "METHODS": "std", "SAVE_ROOT": str(tmp_path / "runs")}).runs
+        flags = parse(run.command)
+        if tokenization == "moses":  # fairseq's examples/translation/README.md training command
+            assert flags["--eval-bleu"] is True and flags["--eval-bleu-detok"] == "moses"
+            assert json.loads(flags["--eval-bleu-args"]) == {"beam": 5, "max_len_a": 1.2, "max_len_b": 10}
+            assert flags["--eval-bleu-remove-bpe"] is True and flags["--best-checkpoint-metric"] == "bleu"
+            assert flags["--maximize-best-checkpoint-metric"] is True
+        else:
+            assert not {"--eval-bleu", "--best-checkpoint-metric"} & set(flags)
+
+
+def test_the_comparable_path_decodes_the_test_set_as_the_published_commands():
+    settings = bleu.settings_for("iwslt14_de_en")
+    assert (settings["max_len_a"], settings["max_len_b"]) == ("1.2", "10")  # the validation BLEU's limits
+    comparable = bleu.comparable_decoding(settings)
+    assert (comparable["max_len_a"], comparable["max_len_b"], comparable["beam"]) == ("0", "200", "5")
+    with pytest.raises(bleu.EvaluationError, match="no comparable"):
+        bleu.comparable_decoding(bleu.settings_for("mbart_en_ro"))
 
 
 def test_probing_refuses_the_out_proj_head():

@@ -28,13 +28,19 @@ fingerprint (size, modification time, inode and the sha256 of its first and last
 --references, the tokenizer, the decoding settings and generate flags after ``--``, the subset, the batch size,
 the device, the BLEU (below), and the plugin's and fairseq's versions. Any change generates and scores again.
 
-``--bleu tokenized`` scores instead as the published IWSLT'14 numbers are scored (fairseq's translation README,
-R-Drop), for data made by ``preprocess/translation.py --tokenization moses``: fairseq-generate removes the
-subword-nmt BPE (``--remove-bpe``), and fairseq_r3f.evaluation.tokenized_bleu scores the rank-1 hypotheses
-against the ``T-`` references of the same output (Moses-tokenised, lowercased) after compound splitting, as
-``compound_split_bleu.sh`` + ``fairseq-score`` do. --references (OUT/raw/test.TGT) then gives the number of test
+``--bleu tokenized`` scores instead as the published IWSLT'14 numbers are scored, for data made by
+``preprocess/translation.py --tokenization moses``: fairseq-generate removes the subword-nmt BPE
+(``--remove-bpe``) and decodes at fairseq-generate's own length limits (max_len_a 0, max_len_b 200: the
+table's comparable_max_len_*), as the test commands of fairseq's translation README and of R-Drop do (the
+validation limits 1.2 x source + 10 are their --eval-bleu-args, for the validation BLEU that picks
+checkpoint_best.pt); fairseq_r3f.evaluation.tokenized_bleu scores the rank-1 hypotheses against the ``T-``
+references of the same output (Moses-tokenised, lowercased) after compound splitting, as R-Drop's
+``compound_split_bleu.sh`` + ``fairseq-score`` do (fairseq's README reads the BLEU fairseq-generate prints,
+without the split). --references (OUT/raw/test.TGT) then gives the number of test
 sentences and enters the key. The table says which BLEU it holds, under the table and in its json ("bleu"); the
-two are not comparable (tokenised, lowercased BLEU is usually higher).
+two are not comparable (tokenised, lowercased BLEU is usually higher). It also says how the runs chose their
+checkpoint_best.pt (recipes/translation.sh's comparable path: the best validation BLEU, as both published
+training commands; otherwise fairseq's default, the lowest validation loss) and the decoding settings.
 """
 
 import argparse
@@ -54,8 +60,8 @@ BLEU_CHOICES = ("sacrebleu", "tokenized")
 BLEU_DESCRIPTIONS = {
     "sacrebleu": "sacrebleu on detokenised, cased text",
     "tokenized": "tokenised BLEU-4 (fairseq-score after compound splitting, as fairseq's compound_split_bleu.sh) on "
-                 "Moses-tokenised, lowercased text, as fairseq's translation README and R-Drop report IWSLT'14; not "
-                 "comparable with sacrebleu",
+                 "Moses-tokenised, lowercased text, as R-Drop reports IWSLT'14 (fairseq's translation README reports "
+                 "the same BLEU without the compound split); not comparable with sacrebleu",
 }
 
 
@@ -69,6 +75,30 @@ def settings_for(config: str) -> Dict[str, str]:
     if config not in configs:
         raise EvaluationError(f"unknown --config {config!r}: choose one of {', '.join(configs)}")
     return {name: row[config] for name, row in table.items()}
+
+
+def comparable_decoding(settings: Dict[str, str]) -> Dict[str, str]:
+    """The decoding of IWSLT'14's comparable path (--bleu tokenized): the config's, with the test-time length
+    limits of the published generate commands (fairseq-generate's defaults) in place of the validation ones."""
+    if settings.get("comparable_max_len_a", "-") == "-":
+        raise EvaluationError("this config has no comparable (Moses/BPE, tokenised BLEU) path: use --bleu sacrebleu")
+    return {**settings, "max_len_a": settings["comparable_max_len_a"], "max_len_b": settings["comparable_max_len_b"]}
+
+
+def decoding_description(settings: Dict[str, str]) -> str:
+    return (f"beam {settings['beam']}, lenpen {settings['lenpen']}, max length {settings['max_len_a']} x source + "
+            f"{settings['max_len_b']}")
+
+
+def selection_description(runs: Sequence[Dict]) -> str:
+    """How the runs chose their checkpoint_best.pt, from their effective configurations."""
+    found = set()
+    for run in runs:
+        configuration = run.get("configuration") or {}
+        metric = configuration.get("checkpoint.best_checkpoint_metric", "loss")
+        maximize = bool(configuration.get("checkpoint.maximize_best_checkpoint_metric", False))
+        found.add(f"the {'highest' if maximize else 'lowest'} validation {metric}")
+    return "checkpoint_best.pt: " + " / ".join(sorted(found)) if found else ""
 
 
 def score(hypotheses: Sequence[str], references: Sequence[str], tokenize: str = "13a") -> Dict:
@@ -240,7 +270,8 @@ def results_table(rows: List[Dict]) -> List[Dict]:
 
 
 def markdown(lines: List[Dict], signature: str, left_out: Sequence[Dict] = (), warnings: Sequence[str] = (),
-             bleu_kind: str = "sacrebleu") -> str:
+             bleu_kind: str = "sacrebleu", how: Sequence[str] = ()) -> str:
+    """The table; ``how``: lines under it that say how the numbers were made (checkpoint choice, decoding)."""
     out = ["| method | configuration | seeds | BLEU mean | std | per seed |", "|---|---|---|---|---|---|"]
     for line in lines:
         std = "-" if line["std"] is None else f"{line['std']:.2f}"
@@ -250,6 +281,7 @@ def markdown(lines: List[Dict], signature: str, left_out: Sequence[Dict] = (), w
         out.append(f"| {line['method']} | {line['config']} | {count if planned == count else f'{count}/{planned}'} | "
                    f"{line['mean']:.2f} | {std} | {seeds} |")
     text = "\n".join(out) + f"\n\nBLEU: {BLEU_DESCRIPTIONS[bleu_kind]}; {signature}\n"
+    text += "".join(f"{line}\n" for line in how if line)
     if left_out:
         text += f"\nNot in the table ({len(left_out)}):\n" + "".join(
             f"{item['folder']}: {item['status']} ({item['reason']})\n" for item in left_out)
@@ -301,11 +333,14 @@ def score_runs(args, settings, references, extra) -> int:
                                   f"  {item['folder']}: {item['status']} ({item['reason']})" for item in left_out))
     signatures = sorted({row["signature"] for row in rows})
     lines = results_table(rows)
-    text = markdown(lines, " / ".join(signatures), left_out, warnings, args.bleu)
+    scored = [run for run in every if run["folder"] in {row["run"] for row in rows}]
+    how = [selection_description(scored), f"decoding: {decoding_description(settings)}"]
+    text = markdown(lines, " / ".join(signatures), left_out, warnings, args.bleu, how)
     base = os.path.join(args.runs, f"bleu-{args.subset}")
     with open(base + ".json", "w") as f:
         json.dump({"config": args.config, "subset": args.subset, "bleu": args.bleu,
-                   "bleu_description": BLEU_DESCRIPTIONS[args.bleu], "signature": signatures, "table": lines,
+                   "bleu_description": BLEU_DESCRIPTIONS[args.bleu], "checkpoint_selection": how[0],
+                   "decoding": how[1], "signature": signatures, "table": lines,
                    "runs": rows, "not_in_table": [{k: v for k, v in item.items() if k != "run"} for item in left_out],
                    "warnings": warnings}, f, indent=1)
     with open(base + ".md", "w") as f:
@@ -387,6 +422,8 @@ def main(argv=None) -> int:
         if args.tokenize:
             settings["sacrebleu_tokenize"] = args.tokenize
         check_tokenization(args.bleu, args.data_bin, parser)
+        if args.bleu == "tokenized":
+            settings = comparable_decoding(settings)
         if args.runs:
             return score_runs(args, settings, references, extra)
         result = evaluate(args, settings, references, args.checkpoint, args.output_dir, extra)

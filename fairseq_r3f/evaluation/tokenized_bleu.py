@@ -1,12 +1,13 @@
 """Tokenised BLEU, as published IWSLT'14 scores are computed: corpus BLEU-4 over whitespace tokens of
 Moses-tokenised, lowercased, BPE-merged text (fairseq-generate --remove-bpe), after compound splitting.
 
-This is what fairseq's translation README reports for IWSLT'14 and what R-Drop reports: fairseq's
+This is what R-Drop reports for IWSLT'14 (its ``script/run_inference.sh``): fairseq's
 ``scripts/compound_split_bleu.sh`` takes the rank-1 hypotheses (``H-`` lines, ordered by sample id) and the
 references (``T-`` lines) of a ``fairseq-generate`` output, rewrites every hyphen between two non-space
 characters ``a-b`` as ``a ##AT##-##AT## b`` on both sides, and scores them with ``fairseq-score`` (clipped
 n-gram precisions up to 4 over the whole corpus, geometric mean, brevity penalty min(1, exp(1 - ref/hyp)); no
-smoothing, no further tokenisation). The number is not comparable with sacrebleu on detokenised text
+smoothing, no further tokenisation). fairseq's translation README reports the BLEU that ``fairseq-generate
+--remove-bpe`` itself prints, the same computation without the compound split: ``--no-compound-split``. The number is not comparable with sacrebleu on detokenised text
 (``fairseq_r3f.evaluation.bleu``): tokenised, lowercased BLEU is usually higher.
 
     python -m fairseq_r3f.evaluation.tokenized_bleu GENERATE_OUTPUT [--no-compound-split]
