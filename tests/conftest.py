@@ -150,7 +150,7 @@ def first_batch(task, split="valid", max_sentences=16):
 # fast tier; a new module of end-to-end tests belongs here.
 END_TO_END_MODULES = {
     "test_adversarial", "test_benchmark", "test_demo", "test_export", "test_glue_recipes", "test_gpu_check",
-    "test_hydra", "test_launch_runs",
+    "test_hf_example", "test_hydra", "test_launch_runs",
     "test_install", "test_option_checks", "test_options_help", "test_packaging", "test_preprocess_data",
     "test_probing", "test_probing_runs", "test_r4f_and_checkpoints", "test_results_runs", "test_rouge",
     "test_run_folder_safety", "test_runs",
@@ -200,6 +200,10 @@ IN_PROCESS_TESTS = {
 # properties estimated over many noise samples.
 LONG_TESTS = {
     "test_distributed": {"test_two_ranks_reproduce_the_gradients_of_one_process"},
+    # Trainer.train at three accumulation settings (and transformers' own Trainer beside it); the HF demo, shortened
+    "test_hf_trainer_defects": {"test_gradient_accumulation_gives_the_same_update_for_classification",
+                                "test_gradient_accumulation_gives_the_same_update_for_seq2seq"},
+    "test_hf_demo": {"test_demo_prints_a_row_per_method"},
     "test_kl_properties": {
         "test_grows_quadratically_in_eps", "test_normal_noise_gives_three_times_the_kl_of_uniform_noise",
     },
