@@ -8,7 +8,7 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from rxf.hf import R3FTrainer, apply_r4f, fold_r4f  # noqa: E402
+from rxf.hf import R3FTrainer, apply_r4f, fold_r4f, r3f_loss  # noqa: E402
 from rxf.hf.r4f import R4FLinear, head_layer_names  # noqa: E402
 from test_hf_noise import batch, fixed_noise, tiny  # noqa: E402
 from test_hf_trainer import arguments, collate, examples  # noqa: E402
@@ -126,3 +126,19 @@ def test_a_trainer_checkpoint_resumes_to_the_uninterrupted_run(tmp_path):
         assert torch.allclose(resumed.state_dict()[name], value, rtol=1e-5, atol=1e-7), name
     for name in HEADS["roberta"]:
         assert not torch.equal(straight.get_submodule(name).u, apply_r4f(tiny("roberta")).get_submodule(name).u)
+
+
+def test_r4f_under_peft_trains_the_saved_copy_of_the_head_and_folds_after_merging():
+    peft = pytest.importorskip("peft")
+    model = peft.get_peft_model(apply_r4f(tiny("roberta")),
+                                peft.LoraConfig(task_type="SEQ_CLS", r=2, target_modules=["query", "value"]))
+    trained = model.base_model.model.classifier.modules_to_save["default"]
+    assert isinstance(trained.dense, R4FLinear) and isinstance(trained.out_proj, R4FLinear)
+    inputs = batch("roberta")
+    result = r3f_loss(model, inputs, r3f_lambda=1.0, eps=1e-5, noise_type="uniform", noise_sampler=fixed_noise(0.3))
+    result.loss.backward()
+    assert trained.dense.weight.grad is not None and trained.dense.weight.grad.abs().sum() > 0
+    logits = eval_logits(model, inputs)
+    merged = fold_r4f(model.merge_and_unload())
+    assert type(merged.classifier.dense) is torch.nn.Linear
+    assert torch.allclose(eval_logits(merged, inputs), logits, rtol=0, atol=1e-6)

@@ -166,3 +166,12 @@ def test_seq2seq_evaluation_with_generation_computes_no_term(tmp_path):
     trainer = R3FSeq2SeqTrainer(model=tiny("bart"), args=args, eval_dataset=examples("bart"), data_collator=collate)
     trainer.r3f_noise_sampler = no_noise_in_evaluation
     assert trainer.evaluate()["eval_loss"] > 0
+
+
+def test_the_fields_are_command_line_options_of_hf_argument_parser(tmp_path):
+    parser = transformers.HfArgumentParser(R3FSeq2SeqTrainingArguments)
+    (args,) = parser.parse_args_into_dataclasses(["--output_dir", str(tmp_path), "--use_cpu", "true", "--r3f_lambda",
+                                                  "0.5", "--r3f-noise-type", "normal", "--r3f_batched_forward", "true"])
+    assert (args.r3f_lambda, args.r3f_eps, args.r3f_noise_type, args.r3f_batched_forward) == (0.5, 1e-5, "normal", True)
+    with pytest.raises(SystemExit):
+        parser.parse_args_into_dataclasses(["--output_dir", str(tmp_path), "--r3f_noise_type", "gauss"])

@@ -16,6 +16,9 @@ folded with the stored ``u``), ``raw_weight``, the trained matrix W, and ``u``. 
   (``apply_r4f`` on such a model normalises the folded matrices again: the same function, sigma 1.)
 
 :func:`fold_r4f` replaces the layers by plain Linear layers holding W / sigma: a checkpoint without any R4F keys.
+
+With PEFT, apply R4F before ``get_peft_model``: the head's normalised layers are then the ones PEFT trains and saves
+(``modules_to_save``), and :func:`fold_r4f` folds them in the merged model (``merge_and_unload()``).
 """
 
 from typing import List
