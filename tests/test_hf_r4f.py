@@ -119,9 +119,8 @@ def test_a_trainer_checkpoint_resumes_to_the_uninterrupted_run(tmp_path):
         trainer.train(resume_from_checkpoint=resume)
         return model
 
-    straight = run(tmp_path / "straight", 4)
-    run(tmp_path / "interrupted", 2)
-    resumed = run(tmp_path / "interrupted", 4, resume=str(tmp_path / "interrupted" / "checkpoint-2"))
+    straight = run(tmp_path / "straight", 4)  # saves checkpoint-2 on the way
+    resumed = run(tmp_path / "resumed", 4, resume=str(tmp_path / "straight" / "checkpoint-2"))
     for name, value in straight.state_dict().items():
         assert torch.allclose(resumed.state_dict()[name], value, rtol=1e-5, atol=1e-7), name
     for name in HEADS["roberta"]:
