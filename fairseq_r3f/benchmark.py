@@ -12,8 +12,12 @@ criterions: ``--task classification`` (the default) a RoBERTa under sentence_pre
 R3F batched, SMART and FreeLB; ``--task seq2seq`` a BART (shared embeddings) under translation with STD
 (label_smoothed_cross_entropy), R3F with the fused symmetric KL, R3F with the plain autograd KL it replaced,
 R3F batched, and R-Drop (fairseq's label_smoothed_cross_entropy_with_rdrop, where the installed fairseq has
-it). Methods are interleaved (a rotated order in each repeat) in one process and the medians are reported,
-with ratios to STD.
+it). ``--task hf-classification`` is the classification case in transformers, in the same process: a
+RobertaForSequenceClassification of the same size, each update Trainer.training_step and an AdamW step, with STD
+(Trainer), R3F (rxf.hf's R3FTrainer) and NEFTune (Trainer's neftune_noise_alpha). Every task also runs R3F's floor
+(R3F-floor: R3F's noise, two forwards and one backward through both graphs, a zero term instead of the
+divergence), so that the R3F term's own cost is printed as R3F over its floor (goal: within 5%). Methods are
+interleaved (a rotated order in each repeat) in one process and the medians are reported, with ratios to STD.
 
 What is measured, per update:
 - wall time (CUDA: synchronised before and after): the median and the fastest update (the least disturbed by
@@ -52,6 +56,7 @@ from typing import Dict, List, Optional
 import torch
 
 from fairseq_r3f.criterions.label_smoothed_cross_entropy_r3f import LabelSmoothedCrossEntropyR3FCriterion
+from fairseq_r3f.criterions.sentence_prediction_r3f import SentencePredictionR3FCriterion
 from fairseq_r3f.perturb import find_token_encoder
 from fairseq_r3f.tools import USER_DIR
 from rxf.divergence import symmetric_kl, symmetric_kl_autograd
@@ -65,7 +70,7 @@ SIZES = {
     "base": (12, 768, 3072, 12),
     "large": (24, 1024, 4096, 16),
 }
-TASKS = ("classification", "seq2seq")
+TASKS = ("classification", "seq2seq", "hf-classification")
 RDROP = "label_smoothed_cross_entropy_with_rdrop"
 SEQ2SEQ_LAYERS = 2  # the seq2seq default: 2 + 2 layers x 256, the size a fairseq-train --arch bart_base check used
 
@@ -94,6 +99,31 @@ class PlainKLR3FCriterion(LabelSmoothedCrossEntropyR3FCriterion):
     divergence = staticmethod(symmetric_kl_autograd)
 
 
+def floor_term(clean_logits: torch.Tensor, noised_logits: torch.Tensor, mask=None) -> torch.Tensor:
+    """R3F's floor: a term of value 0 whose gradient still runs through both graphs (from both logit tensors), so
+    that an update costs R3F's two forwards and one backward through the clean and the noised graph, without the
+    divergence. R3F over this floor is what the term itself costs."""
+    return (clean_logits.float().sum() + noised_logits.float().sum()) * 0.0
+
+
+class FloorR3FCriterion(LabelSmoothedCrossEntropyR3FCriterion):
+    """label_smoothed_cross_entropy_r3f with :func:`floor_term` in place of the symmetric KL."""
+
+    divergence = staticmethod(floor_term)
+
+
+class FloorR3FClassificationCriterion(SentencePredictionR3FCriterion):
+    """sentence_prediction_r3f with :func:`floor_term` in place of the symmetric KL."""
+
+    def add_r3f_term(self, loss, sample_size, logging_output, clean_logits, noised_logits, noise_log):
+        term = floor_term(clean_logits, noised_logits)
+        logging_output.update(noise_log, symm_kl=term.data)
+        return loss + self.noised_forward.r3f_lambda * term, sample_size, logging_output
+
+
+# R3F's own cost over its floor (R3F / R3F-floor, the same passes without the divergence): printed with every run
+FLOOR_GOAL = 1.05
+
 R3F_FLAGS = ["--r3f-lambda", "1.0", "--eps", "1e-5", "--noise-type", "uniform"]
 
 
@@ -103,6 +133,8 @@ def classification_methods() -> List[Method]:
     return [
         Method("STD", "sentence_prediction"),
         Method("R3F", "sentence_prediction_r3f", R3F_FLAGS, paper=(2, 1, 4)),
+        Method("R3F-floor", "sentence_prediction_r3f", R3F_FLAGS, paper=None,
+               criterion_class=FloorR3FClassificationCriterion),
         Method("R4F", "sentence_prediction_r3f", R3F_FLAGS, sn_head=True, paper=(2, 1, 4)),
         Method("R3F-batched", "sentence_prediction_r3f", R3F_FLAGS + ["--r3f-batched-forward"], paper=(2, 1, 4)),
         *[Method(f"SMART K={k}", "sentence_prediction_smart", smart + ["--smart-steps", str(k)],
@@ -125,6 +157,7 @@ def seq2seq_methods() -> List[Method]:
         Method("R3F", "label_smoothed_cross_entropy_r3f", r3f, paper=(2, 1, 4)),
         Method("R3F-autograd", "label_smoothed_cross_entropy_r3f", r3f, paper=(2, 1, 4),
                criterion_class=PlainKLR3FCriterion),
+        Method("R3F-floor", "label_smoothed_cross_entropy_r3f", r3f, paper=None, criterion_class=FloorR3FCriterion),
         Method("R3F-batched", "label_smoothed_cross_entropy_r3f", r3f + ["--r3f-batched-forward"], paper=(2, 1, 4)),
     ]
     if rdrop_available():
@@ -133,8 +166,52 @@ def seq2seq_methods() -> List[Method]:
     return methods
 
 
+HF_R3F = {"r3f_lambda": 1.0, "r3f_eps": 1e-5, "r3f_noise_type": "uniform"}
+HF_NEFTUNE_ALPHA = 5.0  # NEFTune's paper default; its cost does not depend on alpha
+
+
+def hf_classification_methods() -> List[Method]:
+    """transformers' Trainer (STD, NEFTune) and rxf.hf's R3FTrainer (R3F, its floor) on
+    RobertaForSequenceClassification. ``criterion`` names the trainer, ``flags`` its arguments (key=value)."""
+    r3f = [f"{key}={value}" for key, value in HF_R3F.items()]
+    return [
+        Method("STD", "Trainer"),
+        Method("R3F", "R3FTrainer", r3f, paper=(2, 1, 4)),
+        Method("R3F-floor", "R3FTrainer", r3f, paper=None),
+        Method("NEFTune", "Trainer", [f"neftune_noise_alpha={HF_NEFTUNE_ALPHA:g}"], paper=(1, 1, 3)),
+    ]
+
+
 def methods(task: str = "classification") -> List[Method]:
+    if task == "hf-classification":
+        return hf_classification_methods()
     return seq2seq_methods() if task == "seq2seq" else classification_methods()
+
+
+def divergence_name(method: Method) -> Optional[str]:
+    """What an R3F method's term computes: the fused symmetric KL, the plain autograd one, or nothing (floor)."""
+    if method.criterion == "R3FTrainer":
+        return "none (floor)" if method.name == "R3F-floor" else "fused"
+    if "r3f" not in method.criterion:
+        return None
+    return {PlainKLR3FCriterion: "autograd", FloorR3FCriterion: "none (floor)",
+            FloorR3FClassificationCriterion: "none (floor)"}.get(method.criterion_class, "fused")
+
+
+def over_floor(r3f: dict, floor: dict) -> dict:
+    """R3F's rows over its floor's (both measured in this run): what the R3F term itself costs."""
+    ratios = {"time_ratio": r3f["ms_per_update"] / floor["ms_per_update"],
+              "cpu_time_ratio": r3f["cpu_ms_per_update"] / floor["cpu_ms_per_update"],
+              "min_time_ratio": r3f["min_ms_per_update"] / floor["min_ms_per_update"],
+              "memory_ratio": r3f["peak_mb"] / max(floor["peak_mb"], 1e-9)}
+    return {**ratios, "goal": FLOOR_GOAL, "met": ratios["time_ratio"] <= FLOOR_GOAL}
+
+
+def floor_line(name: str, floor: dict) -> str:
+    return (f"{name} over its floor (the same two forwards and one backward through both graphs, no divergence): "
+            f"time x{floor['time_ratio']:.3f}, cpu x{floor['cpu_time_ratio']:.3f}, min x{floor['min_time_ratio']:.3f}"
+            f", peak memory x{floor['memory_ratio']:.3f}; goal <= {floor['goal']:g}x time: "
+            f"{'met' if floor['met'] else 'NOT met'}")
 
 
 class BackwardRuns:
@@ -165,8 +242,9 @@ class BackwardRuns:
 class PassCounter:
     """Counts forward passes through ``encoder`` and the backward runs / graphs that reach it."""
 
-    def __init__(self, encoder, runs: BackwardRuns):
+    def __init__(self, encoder, runs: BackwardRuns, output_tensor=lambda output: output["encoder_out"][0]):
         self.runs = runs
+        self.output_tensor = output_tensor  # fairseq's encoder: T x B x C under "encoder_out"; transformers': [0]
         self.handle = encoder.register_forward_hook(self._forward)
         self.reset()
 
@@ -175,7 +253,7 @@ class PassCounter:
 
     def _forward(self, _module, _inputs, output):
         self.forwards += 1
-        out = output["encoder_out"][0]  # T x B x C
+        out = self.output_tensor(output)
         if out.requires_grad:
             out.register_hook(self._backward)
 
@@ -306,6 +384,109 @@ class Bench:
         return common if self.task == "seq2seq" else common + ["--pooler-dropout", "0"]
 
 
+class TorchOptimizer:
+    """A torch optimizer with the two calls the update loop makes of a fairseq optimizer."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer):
+        self.optimizer = optimizer
+
+    def zero_grad(self):
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def step(self):
+        self.optimizer.step()
+
+
+class FloorTerm:
+    """:func:`floor_term` standing in for rxf.hf's R3F term during the floor's updates. It counts its calls: a floor
+    row whose term was never called would be R3F's own under another name, and is refused."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, clean_logits, noised_logits, mask=None, regression=False):
+        self.calls += 1
+        return floor_term(clean_logits, noised_logits)
+
+
+class HFTrainStep:
+    """One update's work for transformers, in the place of fairseq's task.train_step: Trainer.training_step (the
+    forward, the loss, the backward) on the batch, given its number of labelled items as Trainer.train counts them.
+    NEFTune's hook is attached as Trainer.train attaches it (the model is shared by the methods, so only for this
+    method's steps); the floor's term replaces rxf.hf's R3F term for its steps."""
+
+    def __init__(self, neftune_alpha: Optional[float] = None, floor: Optional[FloorTerm] = None):
+        self.neftune_alpha, self.floor = neftune_alpha, floor
+
+    def train_step(self, sample, model, trainer, optimizer, update_num):
+        import rxf.hf.loss
+        from transformers.integrations.neftune import activate_neftune, deactivate_neftune
+
+        term = rxf.hf.loss.r3f_term
+        handle = activate_neftune(model, self.neftune_alpha) if self.neftune_alpha is not None else None
+        if self.floor is not None:
+            rxf.hf.loss.r3f_term = self.floor
+        try:
+            trainer.training_step(model, dict(sample), num_items_in_batch=sample["labels"].ne(-100).sum())
+        finally:
+            rxf.hf.loss.r3f_term = term
+            if handle is not None:
+                deactivate_neftune(model, handle)
+
+
+class HFBench:
+    """The classification case for transformers (``--task hf-classification``): a RobertaForSequenceClassification
+    of the same size as the fairseq case's RoBERTa, one model and AdamW for all methods, Trainer / R3FTrainer."""
+
+    def __init__(self, args, device):
+        self.args, self.device = args, device
+        self.task = args.task
+        self.data = tempfile.mkdtemp(prefix="r3f_bench_hf_")
+        self.models: Dict[bool, tuple] = {}
+        self.runs = BackwardRuns()
+
+    shape = Bench.shape
+
+    def arch(self, method: Method) -> str:
+        return "RobertaForSequenceClassification"
+
+    def setup(self, method: Method):
+        # transformers only here: the fairseq cases never import it
+        from transformers import RobertaConfig, RobertaForSequenceClassification, Trainer, TrainingArguments
+
+        from rxf.hf import R3FTrainer, R3FTrainingArguments
+
+        if not self.models:
+            layers, width, ffn, heads = self.shape()
+            torch.manual_seed(1)
+            config = RobertaConfig(vocab_size=self.args.vocab, hidden_size=width, num_hidden_layers=layers,
+                                   num_attention_heads=heads, intermediate_size=ffn,
+                                   max_position_embeddings=self.args.seq_len + 2, type_vocab_size=1,
+                                   layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2, num_labels=2)
+            model = RobertaForSequenceClassification(config).to(self.device)
+            optimizer = TorchOptimizer(torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5))
+            counter = PassCounter(model.roberta.encoder, self.runs, output_tensor=lambda output: output[0])
+            self.models[False] = (model, optimizer, counter)
+        model, optimizer, counter = self.models[False]
+        common = dict(output_dir=os.path.join(self.data, "trainer"), report_to="none",
+                      use_cpu=self.device.type == "cpu", save_strategy="no", disable_tqdm=True)
+        if method.criterion == "R3FTrainer":
+            trainer = R3FTrainer(model=model, args=R3FTrainingArguments(**common, **HF_R3F))
+        else:
+            trainer = Trainer(model=model, args=TrainingArguments(**common))
+        trainer.current_gradient_accumulation_steps = 1  # what Trainer.train sets before its steps
+        step = HFTrainStep(neftune_alpha=HF_NEFTUNE_ALPHA if method.name == "NEFTune" else None,
+                           floor=FloorTerm() if method.name == "R3F-floor" else None)
+        return step, model, trainer, optimizer, counter
+
+    def sample(self):
+        generator = torch.Generator().manual_seed(0)
+        tokens = torch.randint(4, self.args.vocab - 1, (self.args.batch_size, self.args.seq_len), generator=generator)
+        tokens[:, 0], tokens[:, -1] = 0, 2  # <s> ... </s>, no padding
+        return {"input_ids": tokens.to(self.device), "attention_mask": torch.ones_like(tokens).to(self.device),
+                "labels": torch.randint(0, 2, (self.args.batch_size,), generator=generator).to(self.device)}
+
+
 def synchronize(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -313,7 +494,8 @@ def synchronize(device):
 
 def run_update(setup, sample, step, runs: Optional[BackwardRuns] = None):
     task, model, criterion, optimizer, _ = setup
-    sample = {**sample, "net_input": dict(sample["net_input"])}  # R-Drop doubles the net_input it is given
+    if "net_input" in sample:
+        sample = {**sample, "net_input": dict(sample["net_input"])}  # R-Drop doubles the net_input it is given
     optimizer.zero_grad()
     with runs.active() if runs else contextlib.nullcontext():
         task.train_step(sample, model, criterion, optimizer, update_num=step)
@@ -322,8 +504,11 @@ def run_update(setup, sample, step, runs: Optional[BackwardRuns] = None):
 
 # torch's profiler (Kineto) writes lines to stderr at each start and stop, from C++ ("USDT:<date> <pid>:<tid>
 # SyncActivityProfilerHandler.cpp:52] profiler_start" in torch 2, "STAGE:<date> ... ActivityProfilerController.cpp
-# :294] Completed Stage: Warm Up" in torch 1.13): they go to a log file
-PROFILER_LINE = re.compile(r"^[A-Z]+:\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \d+:\d+ \w+\.cpp:\d+\]|^\s*$")
+# :294] Completed Stage: Warm Up" in torch 1.13), and torch 2's allocator notes that a block it frees was allocated
+# before profiling started ("[W1207 03:15:01.173181073 CPUAllocator.cpp:245] Memory block of unknown size ..."):
+# they go to a log file
+PROFILER_LINE = re.compile(r"^[A-Z]+:\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \d+:\d+ \w+\.cpp:\d+\]|^\s*$"
+                           r"|^\[W\d{4} [\d:.]+ CPUAllocator\.cpp:\d+\] Memory block of unknown size")
 
 
 @contextlib.contextmanager
@@ -487,6 +672,8 @@ def benchmark(args) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu")
     if args.device == "cuda" and device.type != "cuda":
         raise SystemExit("--device cuda was asked for, but torch sees no CUDA device; use --device cpu")
+    if args.fp16 and args.task == "hf-classification":
+        raise SystemExit("--fp16 is fairseq's FP16Optimizer: the hf-classification case runs in fp32; drop --fp16")
     if args.fp16 and device.type != "cuda":
         raise SystemExit("--fp16 needs a CUDA device (fairseq's FP16Optimizer is CUDA-only); drop --fp16 on the CPU")
     known = {m.name: m for m in methods(args.task)}
@@ -497,7 +684,7 @@ def benchmark(args) -> dict:
                          f"(unknown: {', '.join(unknown) or 'none'}); known for --task {args.task}: "
                          f"{', '.join(known)}")
     chosen = [known[name] for name in dict.fromkeys(names)]
-    bench = Bench(args, device)
+    bench = HFBench(args, device) if args.task == "hf-classification" else Bench(args, device)
     log_path = os.path.join(bench.data, "profiler.log")
     setups = {m.name: bench.setup(m) for m in chosen}
     sample = bench.sample()
@@ -532,8 +719,12 @@ def benchmark(args) -> dict:
 
     peaks = {method.name: peak_memory(setups[method.name], sample, step, device, log_path) for method in chosen}
 
-    encoder = find_token_encoder(setups["STD"][1])
-    width, layers = encoder.embed_tokens.embedding_dim, len(encoder.layers)
+    layers, width = bench.shape()[:2]
+    floors = [setups[m.name][0].floor for m in chosen if isinstance(setups[m.name][0], HFTrainStep)
+              and setups[m.name][0].floor is not None]
+    if any(floor.calls == 0 for floor in floors):
+        raise RuntimeError("the R3F-floor updates never called the floor's term: rxf.hf.loss no longer computes the "
+                           "term through r3f_term, so the floor row would be R3F's own")
     rows = []
     std_time, std_cpu = statistics.median(times["STD"]), statistics.median(cpu_times["STD"])
     for method in chosen:
@@ -544,8 +735,7 @@ def benchmark(args) -> dict:
         paper = method.paper or (None, None, None)
         rows.append({
             "method": method.name, "criterion": method.criterion, "flags": method.flags,
-            "divergence": ("autograd" if method.criterion_class is PlainKLR3FCriterion else "fused")
-            if "r3f" in method.criterion else None,
+            "divergence": divergence_name(method),
             "arch": bench.arch(method),
             "fp": fp, "bp": bp, "bp_graphs": graphs,
             "paper_fp": paper[0], "paper_bp": paper[1], "paper_xfp": paper[2],
@@ -584,6 +774,8 @@ def benchmark(args) -> dict:
         result["noise_sampling"] = {"ms": noise_ms,
                                     "percent_of_r3f_update": 100 * noise_ms / by_name["R3F"]["min_ms_per_update"]}
         result["targets"] = targets(args.task, by_name, result)
+    if "R3F-floor" in by_name and "R3F" in by_name:
+        result["r3f_over_floor"] = over_floor(by_name["R3F"], by_name["R3F-floor"])
     if "R3F-batched" in by_name and "R3F" in by_name:
         result["batched_r3f"] = {
             "time_ratio_to_r3f": by_name["R3F-batched"]["ms_per_update"] / by_name["R3F"]["ms_per_update"],
@@ -597,7 +789,7 @@ def targets(task: str, by_name: Dict[str, dict], result: dict) -> Dict[str, bool
     r3f = by_name["R3F"]
     noise = f"noise sampling < {TARGETS['noise_sampling_percent']:g}% of an R3F update"
     checks = {noise: result["noise_sampling"]["percent_of_r3f_update"] < TARGETS["noise_sampling_percent"]}
-    if task == "classification":
+    if task in ("classification", "hf-classification"):
         limit, memory = TARGETS["classification_time"], TARGETS["classification_memory"]
         checks.update({
             f"R3F time <= {limit}x STD": r3f["time_ratio"] <= limit,
@@ -631,7 +823,11 @@ def device_description(device) -> str:
 
 def table(result: dict) -> str:
     c = result["config"]
-    if c.get("task") == "seq2seq":
+    if c.get("task") == "hf-classification":
+        model = (f"transformers RobertaForSequenceClassification {c['layers']} layers x {c['width']} wide, vocab "
+                 f"{c['vocab']}, {c['dtype']}, dropout {c['dropout']}; batch {c['batch_size']} x {c['seq_len']} "
+                 f"tokens; Trainer.training_step + AdamW step")
+    elif c.get("task") == "seq2seq":
         model = (f"BART {c['layers']} + {c['layers']} layers x {c['width']} wide, shared vocab {c['vocab']}, "
                  f"{c['dtype']}, dropout {c['dropout']}; batch {c['batch_size']} x {c['seq_len']} source, "
                  f"x {c['tgt_len']} target tokens")
@@ -659,6 +855,14 @@ def table(result: dict) -> str:
                  "update's wall time (the least disturbed by other processes); "
                  "paper: Table 1 (S = K), 'paper x' = xFP / 3; peak MB: above the static "
                  + ", ".join(f"{k} {v:.0f} MB" for k, v in result["static_mb"].items()) + " (weights + Adam)")
+    if any(r["method"] == "R3F-floor" for r in result["methods"]):
+        lines.append("R3F-floor: R3F's noise, two forwards and one backward through both graphs, with a zero term in "
+                     "place of the divergence")
+    if c.get("task") == "hf-classification":
+        lines.append(f"STD and NEFTune: transformers' Trainer (NEFTune: neftune_noise_alpha {HF_NEFTUNE_ALPHA:g}, its "
+                     f"hook on get_input_embeddings()); R3F: rxf.hf's R3FTrainer "
+                     + ", ".join(f"{k} {v:g}" if not isinstance(v, str) else f"{k} {v}" for k, v in HF_R3F.items())
+                     + "; FP/BP: through model.roberta.encoder")
     if c.get("task") == "seq2seq":
         lines.append("R3F: fused symmetric KL; R3F-autograd: the same in plain autograd; R-Drop: fairseq's "
                      f"{RDROP} (one forward of 2B, two cross-entropies and a KL)")
@@ -680,6 +884,8 @@ def table(result: dict) -> str:
                      f"x{b['time_ratio_to_r3f']:.2f}, peak memory x{b['memory_ratio_to_r3f']:.2f} of two-forward "
                      f"R3F; same seed, no dropout: loss rel. diff {b['check']['loss_rel_diff']:.1e}, gradient rel. "
                      f"diff {b['check']['grad_rel_diff']:.1e}")
+    if "r3f_over_floor" in result:
+        lines.append(floor_line("R3F", result["r3f_over_floor"]))
     for name, ok in result.get("targets", {}).items():
         lines.append(f"target {name}: {'met' if ok else 'NOT met'}")
     return "\n".join(lines)
@@ -719,7 +925,9 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m fairseq_r3f.benchmark", description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", choices=TASKS, default="classification",
                         help="classification: RoBERTa, sentence_prediction (STD, R3F, R4F, SMART, FreeLB); seq2seq: "
-                        "BART, translation (STD, R3F fused and autograd, R-Drop)")
+                        "BART, translation (STD, R3F fused and autograd, R-Drop); hf-classification: transformers' "
+                        "RobertaForSequenceClassification of the same size through Trainer (STD, NEFTune) and rxf.hf's "
+                        "R3FTrainer (R3F); each with R3F's floor")
     parser.add_argument("--size", choices=sorted(SIZES),
                         help="model size (default mini; for seq2seq mini with 2 + 2 layers): "
                         + ", ".join(f"{k} = {v[0]}x{v[1]}" for k, v in SIZES.items()))

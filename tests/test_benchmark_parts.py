@@ -48,3 +48,14 @@ def test_profiler_lines_go_to_the_log_and_other_lines_are_shown(tmp_path, capfd)
     with open(log) as f:
         assert "profiler_start" in f.read()
     sys.stderr.write("")
+
+
+def test_the_floor_term_is_zero_and_its_backward_reaches_both_graphs():
+    clean_leaf, noised_leaf = torch.randn(4, 3, requires_grad=True), torch.randn(4, 3, requires_grad=True)
+    term = benchmark.floor_term(clean_leaf * 2, noised_leaf * 3)
+    assert term.item() == 0.0
+    term.backward()
+    for leaf in (clean_leaf, noised_leaf):  # the backward ran through both: a gradient, of zeros
+        assert leaf.grad is not None and torch.equal(leaf.grad, torch.zeros(4, 3))
+    floor = benchmark.FloorTerm()
+    assert floor(clean_leaf, noised_leaf, None, regression=False).item() == 0.0 and floor.calls == 1
