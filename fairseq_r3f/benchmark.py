@@ -4,6 +4,7 @@
     python -m fairseq_r3f.benchmark --size small --seq-len 128 --batch-size 16 --repeats 5 --threads 1
     python -m fairseq_r3f.benchmark --task seq2seq                  # generation: BART, 50k vocabulary
     python -m fairseq_r3f.benchmark --task seq2seq --vocab 250027   # mBART's vocabulary
+    python -m fairseq_r3f.benchmark --task hf-classification        # transformers: Trainer / rxf.hf's R3FTrainer
     python -m fairseq_r3f.benchmark --json > cost.json              # machine-readable
 
 Every method runs fairseq's real training step (task.train_step, then the optimizer step) on one fixed random
