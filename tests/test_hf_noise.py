@@ -281,3 +281,11 @@ def test_importing_the_adapter_does_not_import_fairseq():
                           env={**os.environ, "PYTHONPATH": REPO}, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_noise_kept_under_autocast_counts_what_survives_its_cast():
+    model = tiny("roberta")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = loss(model, batch("roberta"), eps=1e-5)
+        assert token_embedding_module(model)(batch("roberta")["input_ids"]).dtype == torch.float32
+    assert mixed.noise_kept.item() < 0.5

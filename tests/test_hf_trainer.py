@@ -179,3 +179,14 @@ def test_the_fields_are_command_line_options_of_hf_argument_parser(tmp_path):
     assert (args.r3f_lambda, args.r3f_eps, args.r3f_noise_type, args.r3f_batched_forward) == (0.5, 1e-5, "normal", True)
     with pytest.raises(SystemExit):
         parser.parse_args_into_dataclasses(["--output_dir", str(tmp_path), "--r3f_noise_type", "gauss"])
+
+
+def test_bf16_mixed_precision_logs_how_little_of_the_noise_survives(tmp_path, caplog):
+    model = tiny("roberta")
+    args = arguments(tmp_path, r3f_lambda=1.0, bf16=True, per_device_train_batch_size=4)
+    trainer = R3FTrainer(model=model, args=args, train_dataset=examples("roberta"), data_collator=collate)
+    with caplog.at_level("WARNING", logger="rxf.hf.trainer"):
+        trainer.train()
+    (log,) = [log for log in trainer.state.log_history if "loss" in log]
+    assert log["noise_kept"] < 50.0
+    assert "raise r3f_eps" in caplog.text

@@ -14,6 +14,10 @@ The module, per family:
 Where the module scales its own output (BART's and mBART's ``embed_scale`` with ``scale_embedding``), the hook
 recomputes the unscaled lookup, adds the noise there and scales the sum, as fairseq's encoder does.
 
+``noise_kept`` counts the entries the noise still changes in the model's dtype; under autocast (Trainer's
+``bf16``/``fp16`` mixed precision: the embeddings stay fp32) in the dtype autocast computes the first matrix
+product in, where a 1e-5 noise is rounded away.
+
 PEFT, accelerate/DDP and ``torch.compile`` wrappers are unwrapped first: the base model's module is hooked.
 """
 
@@ -127,8 +131,20 @@ class NoiseHook:
             real = self.real
             if real is not None and real.shape != raw.shape[:2]:
                 real = None
-            self.stats.count(raw[start:], perturbed[start:], None if real is None else real[start:])
+            # under autocast the embeddings stay fp32 and the first matrix product casts them: count what survives
+            # that cast (the same relative rounding, at the entries' own scale), not the fp32 sum
+            dtype = _autocast_dtype(raw)
+            self.stats.count(raw[start:].to(dtype), perturbed[start:].to(dtype),
+                             None if real is None else real[start:])
         return perturbed if scale is None else perturbed * _as_factor(scale, perturbed)
+
+
+def _autocast_dtype(like: torch.Tensor) -> torch.dtype:
+    """The dtype autocast casts ``like`` to in a matrix product (``like``'s own outside autocast)."""
+    device = like.device.type
+    if like.is_floating_point() and torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return like.dtype
 
 
 def _as_factor(scale, like: torch.Tensor):
