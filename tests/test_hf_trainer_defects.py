@@ -6,12 +6,14 @@ on tiny models built from configs (dropout 0):
   change nothing;
 - a noised forward given other decoder inputs: both forwards of BART get the same decoder_input_ids;
 - the pre-``num_items_in_batch`` compute_loss signature: the current one, and no term in prediction_step;
-- gradient accumulation (transformers#47688): one update at GA 1, 2 and 4 over the same effective batch is the
-  same, through Trainer.train;
+- gradient accumulation (transformers#47688): one Trainer.train update of RoBERTa at GA 1, 2 and 4 over the same
+  effective batch is the same, where transformers' own Trainer takes twice the step at GA 2;
 - NEFTune's silent no-op on BART (its hook on get_input_embeddings() never fires), side by side with R3F's hook.
 
-The noise is made a function of the embedding it is added to (rxf.hf.loss draws it through sample_noise), so
-that copies of a sentence get the same noise whatever the batch holds.
+The noise is made a function of the embedding it is added to (R3FMixin's ``r3f_noise_sampler``), so that copies
+of a sentence get the same noise whatever the batch holds. (tests/test_hf_trainer.py has the adapter's own tests:
+gradients at GA 1/2/4 per family, lambda 0, evaluation, logging; these are the defects, side by side where a
+stock trainer shows them.)
 """
 
 import inspect
@@ -20,7 +22,6 @@ import pytest
 import torch
 
 pytest.importorskip("transformers")
-import rxf.hf.loss  # noqa: E402
 from rxf.hf import R3FSeq2SeqTrainer, R3FSeq2SeqTrainingArguments, R3FTrainer, R3FTrainingArguments  # noqa: E402
 from transformers import (  # noqa: E402
     BartConfig,
@@ -39,16 +40,9 @@ EPS = 0.5
 LAMBDA = 2.0
 
 
-def embedding_noise(like, noise_type, eps):
+def embedding_noise(token_embeddings):
     """Noise that depends on the embedding entry only: the same sentence gets the same noise in any batch."""
-    if noise_type == "none":
-        return torch.zeros(like.shape)
-    return eps * torch.sin(1e3 * like.detach().float())
-
-
-@pytest.fixture
-def deterministic_noise(monkeypatch):
-    monkeypatch.setattr(rxf.hf.loss, "sample_noise", embedding_noise)
+    return EPS * torch.sin(1e3 * token_embeddings.detach().float())
 
 
 def tiny_roberta(seed=0):
@@ -100,13 +94,16 @@ def seq2seq_batch(sources, targets, source_width=None, target_width=None):
 
 
 def r3f_trainer(model, tmp_path, seq2seq=False, **settings):
+    """An R3F trainer with the embedding-dependent noise (with noise type 'none': none)."""
     settings = {"r3f_lambda": LAMBDA, "r3f_eps": EPS, "r3f_noise_type": "uniform", **settings}
     common = dict(output_dir=str(tmp_path), report_to="none", use_cpu=True, save_strategy="no", disable_tqdm=True)
     if seq2seq:
-        return R3FSeq2SeqTrainer(model=model, args=R3FSeq2SeqTrainingArguments(**common, **settings),
-                                 data_collator=collate_seq2seq)
-    return R3FTrainer(model=model, args=R3FTrainingArguments(**common, **settings),
-                      data_collator=collate_classification)
+        trainer = R3FSeq2SeqTrainer(model=model, args=R3FSeq2SeqTrainingArguments(**common, **settings))
+    else:
+        trainer = R3FTrainer(model=model, args=R3FTrainingArguments(**common, **settings))
+    if settings["r3f_noise_type"] != "none":
+        trainer.r3f_noise_sampler = embedding_noise
+    return trainer
 
 
 def training_loss(trainer, model, batch):
@@ -117,7 +114,7 @@ def training_loss(trainer, model, batch):
 
 # -- lambda per item, not x B ------------------------------------------------------------------------------------
 
-def test_the_loss_per_item_does_not_grow_with_the_batch_size(tmp_path, deterministic_noise):
+def test_the_loss_per_item_does_not_grow_with_the_batch_size(tmp_path):
     model = tiny_roberta()
     trainer = r3f_trainer(model, tmp_path)
     rows, labels = sentences([9, 7, 9, 5]), [0, 2, 1, 2]
@@ -135,7 +132,7 @@ def test_the_loss_per_item_does_not_grow_with_the_batch_size(tmp_path, determini
 
 # -- padding ----------------------------------------------------------------------------------------------------
 
-def test_padding_positions_and_ignored_labels_change_nothing(tmp_path, deterministic_noise):
+def test_padding_positions_and_ignored_labels_change_nothing(tmp_path):
     model = tiny_bart()
     trainer = r3f_trainer(model, tmp_path, seq2seq=True)
     sources, targets = sentences([7, 4], seed=1), [t[1:] for t in sentences([6, 3], seed=2)]
@@ -155,7 +152,7 @@ def test_padding_positions_and_ignored_labels_change_nothing(tmp_path, determini
 
 # -- the decoder inputs of both forwards ------------------------------------------------------------------------
 
-def test_both_forwards_get_the_same_decoder_inputs(tmp_path, deterministic_noise):
+def test_both_forwards_get_the_same_decoder_inputs(tmp_path):
     model = tiny_bart()
     trainer = r3f_trainer(model, tmp_path, seq2seq=True)
     batch = seq2seq_batch(sentences([7, 4], seed=1), [t[1:] for t in sentences([6, 3], seed=2)])
@@ -175,14 +172,13 @@ def test_both_forwards_get_the_same_decoder_inputs(tmp_path, deterministic_noise
 
 # -- compute_loss's signature, and evaluation -------------------------------------------------------------------
 
-def test_compute_loss_has_trainers_signature_and_evaluation_computes_no_term(tmp_path, deterministic_noise):
+def test_compute_loss_has_trainers_signature_and_divides_by_num_items_in_batch(tmp_path):
     ours = inspect.signature(R3FTrainer.compute_loss).parameters
     theirs = inspect.signature(Trainer.compute_loss).parameters
     assert list(ours) == ["self", "model", "inputs", "return_outputs", "num_items_in_batch"] == list(theirs)
     assert [p.default for p in ours.values()] == [p.default for p in theirs.values()]
 
     model = tiny_roberta()
-    calls = []
     trainer = r3f_trainer(model, tmp_path)
     batch = classification_batch(sentences([9, 6]), [1, 0])
     model.train()
@@ -191,16 +187,6 @@ def test_compute_loss_has_trainers_signature_and_evaluation_computes_no_term(tmp
     # num_items_in_batch is the denominator: 4 items where this batch has 2 halves the loss
     assert float(loss) == pytest.approx(float(training_loss(trainer, model, batch)) / 2, rel=1e-5)
 
-    # evaluation as Trainer runs it (evaluate -> prediction_step): one clean forward per batch, the model's own loss
-    items = [{"input_ids": row, "labels": label} for row, label in zip(sentences([9, 6]), [1, 0])]
-    handle = model.roberta.embeddings.word_embeddings.register_forward_hook(lambda *args: calls.append(1))
-    try:
-        metrics = trainer.evaluate(eval_dataset=ListDataset(items))
-    finally:
-        handle.remove()
-    assert len(calls) == 1
-    model.eval()
-    assert metrics["eval_loss"] == pytest.approx(float(model(**batch).loss), rel=1e-6)
 
 
 # -- gradient accumulation -------------------------------------------------------------------------------------
@@ -234,7 +220,10 @@ def one_update(build, dataset, collate, tmp_path, accumulation, trainer_class, a
                       lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=0.0,
                       per_device_train_batch_size=8 // accumulation, gradient_accumulation_steps=accumulation,
                       train_sampling_strategy="sequential", seed=0, **settings)
-    trainer_class(model=model, args=args, train_dataset=dataset, data_collator=collate).train()
+    trainer = trainer_class(model=model, args=args, train_dataset=dataset, data_collator=collate)
+    if hasattr(trainer, "r3f_noise_sampler"):
+        trainer.r3f_noise_sampler = embedding_noise
+    trainer.train()
     return torch.cat([(v.float() - before[k].float()).flatten() for k, v in model.state_dict().items()])
 
 
@@ -248,7 +237,7 @@ def assert_same_update(updates):
 R3F_SETTINGS = {"r3f_lambda": LAMBDA, "r3f_eps": EPS, "r3f_noise_type": "uniform"}
 
 
-def test_gradient_accumulation_gives_the_same_update_for_classification(tmp_path, deterministic_noise):
+def test_gradient_accumulation_gives_the_same_update_for_classification(tmp_path):
     rows = sentences([9, 7, 9, 5, 8, 6, 9, 4], seed=3)
     dataset = ListDataset([{"input_ids": row, "labels": i % 3} for i, row in enumerate(rows)])
     updates = [one_update(tiny_roberta, dataset, collate_classification, tmp_path, ga, R3FTrainer,
@@ -263,16 +252,6 @@ def test_gradient_accumulation_gives_the_same_update_for_classification(tmp_path
     assert ratio == pytest.approx(2.0, rel=1e-3), (
         f"transformers' Trainer now takes {ratio:.3f} x its GA 1 step at GA 2 (was 2 in 5.25, transformers#47688): "
         f"if it is fixed, this side-by-side comparison has nothing left to show")
-
-
-def test_gradient_accumulation_gives_the_same_update_for_seq2seq(tmp_path, deterministic_noise):
-    # targets of 2 to 9 tokens: micro-batches with different numbers of target tokens
-    sources = sentences([7, 4, 9, 5, 6, 8, 3, 7], seed=4)
-    targets = [t[1:] for t in sentences([3, 10, 4, 6, 9, 3, 5, 8], seed=5)]
-    dataset = ListDataset([{"input_ids": s, "labels": t} for s, t in zip(sources, targets)])
-    updates = [one_update(tiny_bart, dataset, collate_seq2seq, tmp_path, ga, R3FSeq2SeqTrainer,
-                          R3FSeq2SeqTrainingArguments, **R3F_SETTINGS) for ga in (1, 2, 4)]
-    assert_same_update(updates)
 
 
 # -- NEFTune's no-op on BART, R3F's hook -------------------------------------------------------------------------
