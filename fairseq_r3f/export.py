@@ -85,7 +85,8 @@ def fold_spectral_norms(model_state: Dict[str, torch.Tensor]) -> List[str]:
     folded, heads = [], [k for k in model_state if ".classification_heads." in "." + k]
     for key in [k for k in heads if k.endswith(".u") and k[:-1] + "weight" in model_state]:
         layer = key[:-2]
-        model_state[layer + ".weight"] = folded_weight(model_state[layer + ".weight"], model_state.pop(key))
+        model_state[layer + ".weight"] = folded_weight(model_state[layer + ".weight"], model_state.pop(key),
+                                                       model_state.pop(layer + ".v", None))
         folded.append(layer)
     # fairseq's --spectral-norm-classification-head (torch's spectral_norm): weight_orig / (u^T W v) in eval
     for key in [k for k in heads if k.endswith(".weight_orig")]:

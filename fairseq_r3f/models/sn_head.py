@@ -15,16 +15,20 @@ plain head loads into a normalised one (``u`` is then computed from the loaded m
 
 from torch import nn
 
-from rxf.spectral_norm import SpectralNormLinear, converged_u
+import torch.nn.functional as F
+
+from rxf.spectral_norm import SpectralNormLinear, TorchSpectralNormLinear, converged_u
 
 
 HEAD_LAYERS = ("dense", "out_proj")
 
 
-def convert_torch_spectral_norm(state_dict, prefix: str) -> None:
+def convert_torch_spectral_norm(state_dict, prefix: str, keep_v: bool = False) -> None:
     """Renames what torch's spectral_norm (fairseq's --spectral-norm-classification-head) saved for a head
-    matrix -- ``weight_orig``, ``weight_u``, ``weight_v`` -- to this module's ``weight`` and ``u`` (``v`` is
-    recomputed from them), so that such checkpoints, which RoBERTa and BART cannot reload themselves, load."""
+    matrix -- ``weight_orig``, ``weight_u``, ``weight_v`` -- to this module's ``weight``, ``u`` and, with
+    ``keep_v`` (a :class:`TorchSpectralNormLinear`, which evaluates with torch's stored ``v``), ``v`` (without,
+    ``v`` is recomputed from them), so that such checkpoints, which RoBERTa and BART cannot reload themselves,
+    load."""
     heads = prefix + "classification_heads."
     for key in list(state_dict):
         if key.startswith(heads) and key.endswith(".weight_orig"):
@@ -32,24 +36,31 @@ def convert_torch_spectral_norm(state_dict, prefix: str) -> None:
             state_dict[layer + "weight"] = state_dict.pop(key)
             if layer + "weight_u" in state_dict:
                 state_dict[layer + "u"] = state_dict.pop(layer + "weight_u")
-            state_dict.pop(layer + "weight_v", None)
+            v = state_dict.pop(layer + "weight_v", None)
+            if keep_v and v is not None:
+                state_dict[layer + "v"] = v
 
 
-def add_missing_power_iteration_vectors(state_dict, prefix: str, layers=HEAD_LAYERS) -> None:
+def add_missing_power_iteration_vectors(state_dict, prefix: str, layers=HEAD_LAYERS, with_v: bool = False) -> None:
     """Gives every normalised head matrix (``layers``) of a checkpoint without ``u`` (a plain, non-R4F head)
-    the converged vector of its own matrix. Must run before RoBERTa's/BART's upgrade, which would otherwise
-    fill in the ``u`` of the freshly initialised head, a vector for another matrix."""
+    the converged vector of its own matrix; ``with_v`` (a :class:`TorchSpectralNormLinear`) also a ``v`` where
+    there is none, normalize(W^T u), with which its evaluation is what a layer without ``v`` computed. Must run
+    before RoBERTa's/BART's upgrade, which would otherwise fill in the vectors of the freshly initialised head,
+    vectors for another matrix."""
     heads = prefix + "classification_heads."
     for key in list(state_dict):
         if key.startswith(heads) and key.endswith(tuple(f".{layer}.weight" for layer in layers)):
-            u_key = key[: -len("weight")] + "u"
+            u_key, v_key = key[: -len("weight")] + "u", key[: -len("weight")] + "v"
             if u_key not in state_dict:
                 state_dict[u_key] = converged_u(state_dict[key]).to(state_dict[key])
+            if with_v and v_key not in state_dict:
+                weight, u = state_dict[key], state_dict[u_key]
+                state_dict[v_key] = F.normalize(weight.float().t() @ u.float(), dim=0).to(weight)
 
 
-def spectrally_normalise_head(head: nn.Module, layers=HEAD_LAYERS) -> nn.Module:
+def spectrally_normalise_head(head: nn.Module, layers=HEAD_LAYERS, layer_class=SpectralNormLinear) -> nn.Module:
     """Replaces the head's ``layers`` (of ``dense`` and ``out_proj``, RoBERTa and BART heads) by normalised
-    layers."""
+    layers of ``layer_class``."""
     for layer in layers:
         linear = getattr(head, layer)
         if hasattr(linear, "weight_orig"):  # torch's spectral_norm, from fairseq's own flag
@@ -58,7 +69,7 @@ def spectrally_normalise_head(head: nn.Module, layers=HEAD_LAYERS) -> nn.Module:
                 "normalise the head themselves (roberta_sn_outproj_* / bart_sn_outproj_* normalise out_proj only, "
                 "as the flag does): drop the flag"
             )
-        setattr(head, layer, SpectralNormLinear.from_linear(linear))
+        setattr(head, layer, layer_class.from_linear(linear))
     return head
 
 
@@ -68,14 +79,16 @@ class SpectrallyNormalisedHeads:
     checkpoints of plain heads, or of fairseq's own spectral-norm flag, load into it."""
 
     normalised_layers = HEAD_LAYERS
+    layer_class = SpectralNormLinear  # u converged for the matrix at construction
+    keeps_v = False
 
     def register_classification_head(self, name, num_classes=None, inner_dim=None, **kwargs):
         super().register_classification_head(name, num_classes, inner_dim, **kwargs)
-        spectrally_normalise_head(self.classification_heads[name], self.normalised_layers)
+        spectrally_normalise_head(self.classification_heads[name], self.normalised_layers, self.layer_class)
 
     def upgrade_state_dict_named(self, state_dict, name):
         prefix = name + "." if name else ""
-        convert_torch_spectral_norm(state_dict, prefix)
+        convert_torch_spectral_norm(state_dict, prefix, keep_v=self.keeps_v)
         stray = [key for key in state_dict if key.startswith(prefix + "classification_heads.")
                  and key.endswith(".u") and key.split(".")[-2] not in self.normalised_layers]
         if stray:
@@ -84,13 +97,16 @@ class SpectrallyNormalisedHeads:
                 f"this architecture ({type(self).__name__}) leaves plain: load it with the architecture it was "
                 f"trained with (roberta_sn_* / bart_sn_* normalise every head matrix)"
             )
-        add_missing_power_iteration_vectors(state_dict, prefix, self.normalised_layers)
+        add_missing_power_iteration_vectors(state_dict, prefix, self.normalised_layers, with_v=self.keeps_v)
         super().upgrade_state_dict_named(state_dict, name)
 
 
 class OutProjNormalisedHeads(SpectrallyNormalisedHeads):
     """R4F as its authors released it: fairseq's --spectral-norm-classification-head normalises ``out_proj``
-    only (the head's ``dense`` matrix stays plain, so the head is not 1-Lipschitz). Same head, but stored
-    under ``weight``/``u`` so that its checkpoints resume, validate and export."""
+    only (the head's ``dense`` matrix stays plain, so the head is not 1-Lipschitz), with torch's spectral_norm,
+    which :class:`TorchSpectralNormLinear` computes (random start, torch's power iteration, its stored ``v``).
+    Stored under ``weight``/``u``/``v`` so that its checkpoints resume, validate and export."""
 
     normalised_layers = ("out_proj",)
+    layer_class = TorchSpectralNormLinear
+    keeps_v = True
