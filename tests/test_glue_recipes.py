@@ -823,7 +823,17 @@ def _distribution(name):
 def _requirement_closure(names):
     """({distribution name: distribution} reached from ``names`` through their unconditional requirements, as
     installed here; [names required but not installed here])."""
-    from packaging.requirements import Requirement
+    from packaging.markers import Marker
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    def name_if_needed(spec):
+        try:
+            requirement = Requirement(spec)
+            name, marker = requirement.name, requirement.marker
+        except InvalidRequirement:  # omegaconf 2.0.6 (fairseq 0.12.2's) declares "PyYAML>=5.1.*"
+            name = re.match(r"[A-Za-z0-9._-]+", spec.strip()).group(0)
+            marker = Marker(spec.split(";", 1)[1]) if ";" in spec else None
+        return name if marker is None or marker.evaluate({"extra": ""}) else None
 
     found, absent, todo = {}, [], list(names)
     while todo:
@@ -836,10 +846,7 @@ def _requirement_closure(names):
             absent.append(key)
             continue
         found[key] = dist
-        for spec in dist.requires or []:
-            requirement = Requirement(spec)
-            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
-                todo.append(requirement.name)
+        todo += [name for name in map(name_if_needed, dist.requires or []) if name]
     return found, absent
 
 
