@@ -15,9 +15,9 @@ printed and nothing else happens.
 starts, which inherits the lock and holds it while it lives, also when the launcher is killed; ``lock`` records
 the holders, and a second launch is refused naming those still alive (pid, host, start time). Deleting ``lock``
 releases nothing. Flags that cannot train here (half precision on the CPU) and non-finite values are refused,
-and every run's configuration is built, before any folder is made. A run whose folder has a ``checkpoint_last.pt`` resumes from
-it (``--finetune-from-model`` loads the pretrained model only for a fresh run); a run whose checkpoint already
-reached its planned end is not launched again (fairseq would train one update more).
+and every run's configuration is built, before any folder is made. A run whose folder has a ``checkpoint_last.pt``
+resumes from it (``--finetune-from-model`` loads the pretrained model only for a fresh run); a run whose checkpoint
+already reached its planned end is not launched again (fairseq would train one update more).
 
 *record*: ``run.json`` (the label the tables read, plus the complete planned command, the settings given after
 METHOD and the planned effective configuration), ``versions.json``, ``command.sh``, and one ``# TIME start``

@@ -14,9 +14,9 @@ ball, its start and its ascent step are perturb.EmbeddingBall, shared with FreeL
 ``train.py``) ran between its commits 682b9fb (2020-12) and 1f43b6e (2021-02). (From 1f43b6e on, mt-dnn feeds
 embedding output + noise through the whole HuggingFace model as ``inputs_embeds``, so positions, type
 embeddings, the layer norm and dropout are applied a second time; its mid-2020 code, 99d1b20, used step 1e-3 and
-no start noise. docs/baselines.md.) The noise is added to the embedding layer's output (after positions, the embedding layer
-norm and dropout; one embedding output, hence one dropout mask, shared by the ascent and the final forward).
-It starts at N(0, sigma^2); each of the K steps ascends mt-dnn's one-sided ``stable_kl`` of the perturbed
+no start noise. docs/baselines.md.) The noise is added to the embedding layer's output (after positions, the embedding
+layer norm and dropout; one embedding output, hence one dropout mask, shared by the ascent and the final forward). It
+starts at N(0, sigma^2); each of the K steps ascends mt-dnn's one-sided ``stable_kl`` of the perturbed
 against the detached clean logits (squared error for regression) and sets the noise to ``noise + step x
 grad`` divided, token by token, by its largest absolute entry plus a stabiliser (1e-6): nothing else bounds it,
 so it ends with entries of size about 1. The regulariser is mt-dnn's ``SymKlCriterion``: KL(sg(q) || p) +

@@ -7,8 +7,9 @@ references (``T-`` lines) of a ``fairseq-generate`` output, rewrites every hyphe
 characters ``a-b`` as ``a ##AT##-##AT## b`` on both sides, and scores them with ``fairseq-score`` (clipped
 n-gram precisions up to 4 over the whole corpus, geometric mean, brevity penalty min(1, exp(1 - ref/hyp)); no
 smoothing, no further tokenisation). fairseq's translation README reports the BLEU that ``fairseq-generate
---remove-bpe`` itself prints, the same computation without the compound split: ``--no-compound-split``. The number is not comparable with sacrebleu on detokenised text
-(``fairseq_r3f.evaluation.bleu``): tokenised, lowercased BLEU is usually higher.
+--remove-bpe`` itself prints, the same computation without the compound split: ``--no-compound-split``. The number is
+not comparable with sacrebleu on detokenised text (``fairseq_r3f.evaluation.bleu``): tokenised, lowercased BLEU is
+usually higher.
 
     python -m fairseq_r3f.evaluation.tokenized_bleu GENERATE_OUTPUT [--no-compound-split]
 """
