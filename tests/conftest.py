@@ -199,7 +199,11 @@ IN_PROCESS_TESTS = {
 # Tests that run in-process but too long for the fast tier (20 to 30 s each here): two spawned ranks, and
 # properties estimated over many noise samples.
 LONG_TESTS = {
+    # fairseq's parser builds a full cfg seven times (18 s on the oldest toolchain)
+    "test_configuration": {"test_a_setting_given_after_the_method_is_part_of_the_configuration"},
     "test_distributed": {"test_two_ranks_reproduce_the_gradients_of_one_process"},
+    # a fresh interpreter importing transformers, TRL and PEFT (10 to 18 s)
+    "test_hf_noise": {"test_importing_the_adapter_does_not_import_fairseq"},
     # Trainer.train at three accumulation settings (and transformers' own Trainer beside it); the HF demo, shortened
     "test_hf_trainer_defects": {"test_gradient_accumulation_gives_the_same_update_for_classification"},
     "test_hf_demo": {"test_demo_prints_a_row_per_method"},

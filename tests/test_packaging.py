@@ -78,7 +78,10 @@ def test_the_installed_copy_is_what_runs_and_carries_its_data_and_metadata(insta
     assert found["license_text"].startswith("MIT License") and "Copyright (c) the fairseq-r3f authors" in \
         found["license_text"]
     assert not any(r.lower().startswith(("fairseq", "torch")) for r in found["requires"])
-    assert [r for r in found["requires"] if "extra ==" not in r] == []
+    # what the package imports beyond fairseq and torch (which the user brings): nothing else is required
+    assert sorted(r for r in found["requires"] if "extra ==" not in r) == sorted([
+        "numpy", "scikit-learn", "scipy", "sacrebleu>=1.4.12", "sentencepiece", "rouge-score>=0.1.2", "nltk", "tqdm",
+        "PyYAML"])
     assert any(r.startswith("ruff") and 'extra == "test"' in r for r in found["requires"])
 
 

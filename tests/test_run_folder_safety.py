@@ -161,9 +161,12 @@ def test_a_log_that_two_trainings_wrote_is_refused(seed_runs, tmp_path, kind):
     status = python_tool("fairseq_r3f.runs", "status", run)
     assert status.returncode == 1 and status.stdout.startswith("failed: train.log"), status.stdout + status.stderr
     assert "update 1 is logged after update" in status.stdout and "two trainings" in status.stdout
-    proc = python_tool("fairseq_r3f.evaluation.results", "glue", tmp_path / "runs", "--out", tmp_path / "t")
-    assert proc.returncode != 0 or "two trainings" in (tmp_path / "t" / "table2.md").read_text()
-    assert "two trainings" in proc.stderr + proc.stdout or "two trainings" in (tmp_path / "t" / "table2.md").read_text()
+    # beside a run of one training: the table has that one and names this one under it
+    shutil.copytree(seed_runs / "RTE" / "std" / "default" / "seed2", tmp_path / "runs" / "RTE" / "std" / "default" /
+                    "seed2")
+    results, table = glue_results(tmp_path / "runs", tmp_path / "table")
+    assert [cell["seeds"] for cell in results["summary"]] == [[2]]
+    assert f"{run}: failed (train.log: update 1 is logged after update" in table, table
 
 
 # -- refusals before launch -----------------------------------------------------------------------------------------
@@ -279,7 +282,8 @@ def test_a_crafted_checkpoint_runs_no_code_in_any_entry_point(data, seed_runs, t
                           capture_output=True, text=True, cwd=REPO, env=UNSAFE_DEFAULT)
     refused(proc, "weights-only")
 
-    # export, the run's status (the tables read it the same way), probing's start checkpoint
+    # export, a finished run's status and the tables (its identity.json deleted: they read the checkpoint), probing's
+    # start checkpoint
     planted = tmp_path / "planted" / "checkpoint_last.pt"
     plant(planted, marker)
     refused(python_tool("fairseq_r3f.export", planted, tmp_path / "out.pt", env=UNSAFE_DEFAULT), "weights-only")
@@ -288,6 +292,8 @@ def test_a_crafted_checkpoint_runs_no_code_in_any_entry_point(data, seed_runs, t
     os.remove(finished / "identity.json")
     plant(finished / "checkpoint_last.pt", marker)
     refused(python_tool("fairseq_r3f.runs", "status", finished, env=UNSAFE_DEFAULT), "weights-only")
+    refused(python_tool("fairseq_r3f.evaluation.results", "glue", finished, "--out", tmp_path / "table",
+                        env=UNSAFE_DEFAULT), "weights-only")
     probe = subprocess.run(
         fairseq_command("fairseq-train") + train_args(toy_pair_task, str(tmp_path / "probe"), "--task",
                                                       "sentence_prediction_probe", "--probe-checkpoint",
