@@ -53,17 +53,17 @@ def _torch_load_has(option: str) -> bool:
 TORCH_LOAD_MMAP = _torch_load_has("mmap")
 
 
-def load_checkpoint(source, map_location="cpu"):
+def load_checkpoint(source, map_location="cpu", mmap=True):
     """``torch.load(source)`` weights-only (where torch has the allow-list), onto ``map_location`` (the CPU by
-    default); a path is memory-mapped where torch supports it (a checkpoint in torch's legacy, not zip, format
-    cannot be: it is read whole). A checkpoint the weights-only load refuses raises UnsafeCheckpoint naming
+    default); a path is memory-mapped (``mmap``) where torch supports it (a checkpoint in torch's legacy, not zip,
+    format cannot be: it is read whole). A checkpoint the weights-only load refuses raises UnsafeCheckpoint naming
     it; a damaged one raises what torch raises."""
     allow_fairseq_checkpoints()
     kwargs = {"map_location": map_location}
     if HAS_ALLOW_LIST:
         kwargs["weights_only"] = True
     try:
-        if TORCH_LOAD_MMAP and isinstance(source, (str, os.PathLike)):
+        if mmap and TORCH_LOAD_MMAP and isinstance(source, (str, os.PathLike)):
             try:
                 return torch.load(source, mmap=True, **kwargs)
             except (RuntimeError, ValueError) as error:
@@ -94,7 +94,9 @@ class _TorchLoadingWeightsOnly:
 
     @staticmethod
     def load(f, map_location=None, **_ignored):
-        return load_checkpoint(f, map_location=map_location)
+        # read whole, as fairseq's own torch.load did: fairseq uses every tensor it loads, and a training process
+        # then lives with its state mapped to a file it may itself overwrite
+        return load_checkpoint(f, map_location=map_location, mmap=False)
 
 
 def route_fairseq_loads() -> None:
