@@ -94,8 +94,7 @@ class _TorchLoadingWeightsOnly:
 
     @staticmethod
     def load(f, map_location=None, **_ignored):
-        # read whole, as fairseq's own torch.load did: fairseq uses every tensor it loads, and a training process
-        # then lives with its state mapped to a file it may itself overwrite
+        # read whole, as fairseq's own torch.load did: fairseq uses every tensor it loads, so a map saves nothing
         return load_checkpoint(f, map_location=map_location, mmap=False)
 
 
