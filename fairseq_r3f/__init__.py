@@ -38,6 +38,7 @@ with quiet_fairseq_import():
 
     compat.add_glue_metrics_where_missing()  # before the criteria that extend fairseq's sentence_prediction
     compat.keep_encoder_layers_off_a_broken_fast_path()
+    compat.stop_buffer_threads_at_exit()  # or a run stopped mid-epoch can abort as the interpreter exits
 
     from fairseq_r3f import criterions, models, tasks  # noqa: F401
 

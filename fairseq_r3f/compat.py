@@ -302,3 +302,65 @@ def keep_encoder_layers_off_a_broken_fast_path() -> bool:
     __init__.keeps_the_ordinary_forward = True
     layer_class.__init__ = __init__
     return True
+
+
+# -- fairseq's data-buffer thread at interpreter exit -------------------------------------------------------------
+#
+# fairseq reads each epoch's batches ahead on a daemon thread (data.iterators.BackgroundConsumer, --data-buffer-size
+# > 0, the default). A run that stops before its epoch ends (--max-update) leaves that thread collating the next
+# batch while the interpreter exits; Python stops a daemon thread there by unwinding it from inside torch, and torch's
+# C++ frames turn that into std::terminate: "terminate called without an active exception", exit -6 (SIGABRT), after
+# fairseq-train had saved and logged everything. A race, so only now and then, more often on a loaded machine. At
+# exit the plugin lets each such thread finish the batch it is on and stop, taking what it queues, so the interpreter
+# never has to stop it.
+
+
+def _buffer_consumer_class():
+    try:
+        from fairseq.data.iterators import BackgroundConsumer
+    except ImportError:
+        return None
+    import inspect
+
+    try:
+        source = inspect.getsource(BackgroundConsumer.run)
+    except (OSError, TypeError):
+        return None
+    # the loop this relies on: it reads self._max_len after each batch and puts its items on self._queue
+    return BackgroundConsumer if "self._max_len" in source and "self._queue.put" in source else None
+
+
+def stop_buffer_threads(timeout_s: float = 60.0) -> int:
+    """Stops every live fairseq data-buffer thread after the batch it is collating (see above) and waits for it,
+    up to ``timeout_s`` seconds each. Returns how many it stopped."""
+    import queue
+    import threading
+    import time
+
+    consumer_class = _buffer_consumer_class()
+    if consumer_class is None:
+        return 0
+    stopped = 0
+    for thread in threading.enumerate():
+        if not isinstance(thread, consumer_class) or not thread.is_alive():
+            continue
+        thread._max_len = 0  # its loop breaks after the next batch, then it queues its end marker
+        deadline = time.monotonic() + timeout_s
+        while thread.is_alive() and time.monotonic() < deadline:
+            try:
+                thread._queue.get(timeout=0.05)  # room for that batch and the end marker
+            except queue.Empty:
+                pass
+        stopped += not thread.is_alive()
+    return stopped
+
+
+def stop_buffer_threads_at_exit() -> bool:
+    """Registers :func:`stop_buffer_threads` to run at interpreter exit (once). True where fairseq has the thread."""
+    import atexit
+
+    if _buffer_consumer_class() is None:
+        return False
+    atexit.unregister(stop_buffer_threads)
+    atexit.register(stop_buffer_threads)
+    return True
