@@ -37,6 +37,9 @@ if trainer.args.process_index == 0:
     torch.save(callback.grads, os.path.join(out, "grads.pt"))
     with open(os.path.join(out, "logs.json"), "w") as f:
         json.dump([log for log in trainer.state.log_history if "loss" in log], f)
+if torch.distributed.is_initialized():  # torch's shutdown rule: else a gloo rank can abort as it exits (SIGABRT)
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 '''
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
+import torch
 from datasets import load_dataset
 from transformers import (
     AutoConfig,
@@ -217,4 +218,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:  # torch's shutdown rule under torchrun: a rank that exits with its gloo group alive can abort
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
