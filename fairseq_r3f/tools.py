@@ -1,9 +1,6 @@
 """What the plugin's command-line tools share: where the plugin is (for ``--user-dir``), how to start a
-fairseq console script of this environment (and run one with its output in a log file), how to import fairseq
-without its start-up noise, and the hyper-parameter tables shipped with the package.
-
-The tables live in ``fairseq_r3f/hparams/`` (package data), so an installed copy reads the same values as a
-source checkout; the run layer under the recipes (launch.py) reads the same files with the same reader.
+fairseq console script of this environment (and run one with its output in a log file), and how to import fairseq
+without its start-up noise. The hyper-parameter tables are read by r3f_runs.tables.
 """
 
 import contextlib
@@ -87,34 +84,3 @@ def quiet_fairseq_import() -> Iterator[None]:
         logging.disable(disabled)
         root.setLevel(level)
         root.handlers[:] = handlers
-
-
-def hparams_path(name: str) -> str:
-    """The path of a shipped table (``glue.tsv``, ``glue_tasks.tsv``, ``xnli.tsv``, ``summarization.tsv``)."""
-    # the package's own folder (importlib.resources.files is Python >= 3.9; the package is always plain files)
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hparams", name)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"fairseq_r3f ships no hyper-parameter table {name!r} (in fairseq_r3f/hparams)")
-    return path
-
-
-def tiny_model_flags(family: str) -> List[str]:
-    """fairseq-train flags of the tiny randomly initialised model (``roberta`` or ``seq2seq``) that TINY=1, the
-    probing drivers' --tiny and the tests train on the CPU (fairseq_r3f/hparams/tiny.tsv)."""
-    return read_table("tiny.tsv")[family]["flags"].split()
-
-
-def read_table(path: str) -> Dict[str, Dict[str, str]]:
-    """A hyper-parameter table as {first column: {column: value}}: tab-separated, ``#`` comment lines, then a
-    header; a duplicated first cell or a row with another number of cells is refused (ValueError naming the file
-    and lines).
-
-    ``path`` is a file, or the name of a shipped table (``glue.tsv``)."""
-    # the run layer's reader (fairseq_r3f/launch.py keeps it: the recipes run that file to plan without importing
-    # fairseq); imported here, not at the top, because this module is imported while the package itself is, and
-    # ``python -m fairseq_r3f.launch`` must find fairseq_r3f.launch not yet imported
-    from fairseq_r3f.launch import read_table_file
-
-    if os.sep not in path and not os.path.exists(path):
-        path = hparams_path(path)
-    return read_table_file(path)[1]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 set -euo pipefail
-# Shared by the recipes (sourced, not run): they hand over to the run layer, python -m fairseq_r3f.launch, which
+# Shared by the recipes (sourced, not run): they hand over to the run layer, python -m r3f_runs, which
 # reads fairseq_r3f/hparams, checks inputs and overrides, plans every run (grid, seeds, batch split, launcher),
 # and launches, records and verifies them. The settings below are read there, from the environment.
 #
@@ -20,7 +20,7 @@ set -euo pipefail
 #   TINY=1           a tiny randomly initialised model on the CPU for a few updates (tests; no checkpoint)
 #   TINY_UPDATES=4   updates per run in TINY mode
 #   SWEEP_SIZE       with SWEEP=1, the most configurations any method's search runs per task (default: the
-#                    table's sweep_size, 8; see fairseq_r3f/launch.py)
+#                    table's sweep_size, 8; see search_grid in r3f_runs/plan.py)
 
 R3F_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -31,14 +31,14 @@ r3f_python() {
   if [[ -n "$train" && -x "$(dirname "$train")/python" ]]; then echo "$(dirname "$train")/python"; else echo python3; fi
 }
 
-# hand_over RECIPE ARGS...: the recipe's runs, planned and launched by fairseq_r3f/launch.py with this checkout's
-# tables; a wrong invocation prints the calling recipe's header as its usage.
+# hand_over RECIPE ARGS...: the recipe's runs, planned and launched by the run layer (r3f_runs/) with this
+# checkout's tables; a wrong invocation prints the calling recipe's header as its usage.
 hand_over() {
-  local recipe=$1 launcher=("$R3F_ROOT/fairseq_r3f/launch.py")
+  local recipe=$1 launcher=("$R3F_ROOT/r3f_runs")
   shift
-  # run as a file, not with -m: planning then imports no fairseq (a dry run takes a fraction of a second); a copy
-  # of the recipes without the package beside them uses the installed one
-  [[ -f "${launcher[0]}" ]] || launcher=(-m fairseq_r3f.launch)
+  # run by its path: this checkout's run layer and plugin, whatever is installed; a copy of the recipes without
+  # the packages beside them uses the installed ones
+  [[ -f "${launcher[0]}/__main__.py" ]] || launcher=(-m r3f_runs)
   exec "$(r3f_python)" "${launcher[@]}" --hparams "$R3F_ROOT/fairseq_r3f/hparams" --usage-from "${BASH_SOURCE[1]}" \
     "$recipe" "$@"
 }

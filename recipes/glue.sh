@@ -41,6 +41,6 @@ set -euo pipefail
 # (--arch with or without the SN head, --criterion, --task, --r3f-lambda/--noise-type/--eps) are refused.
 # Hyper-parameters: fairseq_r3f/hparams/glue_tasks.tsv (per task), fairseq_r3f/hparams/glue.tsv (shared).
 
-# Everything else (the tables, checks, grid, launch, records) is the run layer, fairseq_r3f/launch.py.
+# Everything else (the tables, checks, grid, launch, records) is the run layer, r3f_runs/.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 hand_over glue "$@"

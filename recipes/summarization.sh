@@ -23,6 +23,6 @@ set -euo pipefail
 # is (--criterion, --task, --r3f-lambda, --noise-type, --eps, --r3f-kl-normalization) are refused. A run folder
 # with a checkpoint_last.pt resumes from it (--finetune-from-model loads BART only for a fresh run).
 
-# Everything else (the tables, checks, grid, launch, records) is the run layer, fairseq_r3f/launch.py.
+# Everything else (the tables, checks, grid, launch, records) is the run layer, r3f_runs/.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 hand_over summarization "$@"

@@ -34,6 +34,6 @@ set -euo pipefail
 # Flags after CONFIG go to fairseq-train last and override the recipe's; those that would change what a run is
 # (--criterion, --task, --r3f-lambda, --noise-type, --eps, --r3f-kl-normalization) are refused.
 
-# Everything else (the tables, checks, grid, launch, records) is the run layer, fairseq_r3f/launch.py.
+# Everything else (the tables, checks, grid, launch, records) is the run layer, r3f_runs/.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 hand_over translation "$@"

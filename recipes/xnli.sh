@@ -25,6 +25,6 @@ set -euo pipefail
 #   python -m fairseq_r3f.evaluation.results xnli --data XNLI_BIN --checkpoint RUN/checkpoint_best.pt
 # Hyper-parameters: fairseq_r3f/hparams/xnli.tsv.
 
-# Everything else (the tables, checks, grid, launch, records) is the run layer, fairseq_r3f/launch.py.
+# Everything else (the tables, checks, grid, launch, records) is the run layer, r3f_runs/.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 hand_over xnli "$@"

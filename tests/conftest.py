@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from fairseq_r3f.logs import read_json_log
-from fairseq_r3f.tools import fairseq_command, tiny_model_flags
+from fairseq_r3f.tools import fairseq_command
+from r3f_runs.tables import tiny_model_flags
 from fairseq_r3f.toy_data import write_toy_task
 
 # On a pytest-xdist worker (`make test`) the workers share the cores: one intra-op thread each, for the tests

@@ -5,7 +5,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import NO_DROPOUT, train_args
-from fairseq_r3f.runs import RunError, configuration_differences, configuration_from_args, effective_configuration
+from r3f_runs.configuration import configuration_differences, configuration_from_args, effective_configuration
+from r3f_runs.folder import RunError
 
 DATA, SAVE = "/data/RTE-bin", "/runs/RTE/r3f/default/seed1"
 

@@ -14,9 +14,10 @@ import sys
 import pytest
 from conftest import REPO
 
-from fairseq_r3f import launch, requirements
+from fairseq_r3f import requirements
+from r3f_runs.cli import run_recipe
 
-PACKAGES = ("fairseq_r3f", "hydra_plugins", "rxf")
+PACKAGES = ("fairseq_r3f", "r3f_runs", "hydra_plugins", "rxf")
 
 
 def pyproject_list(key: str):
@@ -129,7 +130,7 @@ def test_a_launch_without_a_module_its_runs_import_stops_before_writing_anything
     monkeypatch.setitem(sys.modules, module, None)
     env = glue_inputs(tmp_path, task)
     out, err = io.StringIO(), io.StringIO()
-    status = launch.run_recipe("glue", [task, "r3f"], env, stdout=out, stderr=err)
+    status = run_recipe("glue", [task, "r3f"], env, stdout=out, stderr=err)
     message = err.getvalue()
     assert status != 0, message
     assert f"{sys.executable} cannot import what the planned runs need: {module}." in message
@@ -137,7 +138,7 @@ def test_a_launch_without_a_module_its_runs_import_stops_before_writing_anything
     assert "Nothing was written or trained" in message
     assert not os.path.exists(env["SAVE_ROOT"])  # no run folder, no plan.json, no run.json
     # the same plan as a dry run prints its commands: a dry run imports nothing
-    status = launch.run_recipe("glue", [task, "r3f"], {**env, "DRY_RUN": "1"}, stdout=out, stderr=err)
+    status = run_recipe("glue", [task, "r3f"], {**env, "DRY_RUN": "1"}, stdout=out, stderr=err)
     assert status == 0 and flag in out.getvalue()
 
 

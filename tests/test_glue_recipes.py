@@ -508,7 +508,7 @@ def test_full_command_line_restores_the_checkpoint(glue_runs):
 def test_results_table_and_figure_from_the_runs(glue_runs):
     import statistics
 
-    from fairseq_r3f.evaluation.results import best_validation, GLUE_COLUMNS
+    from fairseq_r3f.evaluation.selection import GLUE_COLUMNS, best_validation
 
     save, out = glue_runs["save"], glue_runs["out"]
     table = open(out / "table2.md").read()
@@ -795,7 +795,7 @@ def test_batch_reading_per_gpu_and_the_epochs_table_in_the_docs(glue_data, tmp_p
 
 def test_one_sentence_prediction_command_for_glue_and_xnli():
     """The recipes only hand over to the run layer: no flags, grids or JSON in bash; the GLUE and XNLI commands
-    come from one function of fairseq_r3f/launch.py."""
+    come from one function of the run layer (r3f_runs/plan.py)."""
     names = ("common.sh", "glue.sh", "xnli.sh", "summarization.sh", "translation.sh")
     recipes = {name: open(os.path.join(REPO, "recipes", name)).read() for name in names}
     for name, text in recipes.items():
@@ -804,9 +804,11 @@ def test_one_sentence_prediction_command_for_glue_and_xnli():
             assert word not in re.sub(r"\$\{[^}]*\}", "", code).replace("() {", ""), (name, word)
         if name != "common.sh":
             assert f"hand_over {name[:-3]} \"$@\"" in code, name
-    launch = open(os.path.join(REPO, "fairseq_r3f", "launch.py")).read()
+    folder = os.path.join(REPO, "r3f_runs")
+    layer = {name: open(os.path.join(folder, name)).read() for name in os.listdir(folder) if name.endswith(".py")}
     # the definition and its callers: the GLUE planner, the released configurations' planner, XNLI
-    assert launch.count('"--init-token"') == 1 and launch.count("sentence_prediction_command(") == 4
+    assert sum(text.count('"--init-token"') for text in layer.values()) == 1 == layer["plan.py"].count('"--init-token"')
+    assert sum(text.count("sentence_prediction_command(") for text in layer.values()) == 4
 
 
 # ---------------------------------------------------------------- the package installs what it imports
@@ -932,7 +934,7 @@ def test_installed_with_its_declared_dependencies_into_fairseqs_environment_it_t
     save = tmp_path / "runs"
     for task, method, metric in (("CoLA", "r4f", "mcc"), ("STS-B", "r3f", "pearson_and_spearman")):
         # recipes/glue.sh hands over to this; the checkout's copy would give the checkout's package as --user-dir
-        proc = subprocess.run([python, "-m", "fairseq_r3f.launch", "glue", task, method], capture_output=True,
+        proc = subprocess.run([python, "-m", "r3f_runs", "glue", task, method], capture_output=True,
                               text=True, cwd=str(tmp_path),
                               env={**bare_env, "DATA_DIR": glue_data["bin"], "TINY": "1", "SEEDS": "1",
                                    "SAVE_ROOT": str(save)})

@@ -18,7 +18,8 @@ import torch
 import fairseq_r3f.criterions.r3f as fairseq_r3f_criterion
 from conftest import NO_DROPOUT
 from fairseq_r3f.perturb import fixed
-from fairseq_r3f.tools import USER_DIR, tiny_model_flags
+from fairseq_r3f.tools import USER_DIR
+from r3f_runs.tables import tiny_model_flags
 from test_seq2seq_r3f import criterion as seq2seq_criterion
 from test_seq2seq_r3f import tiny_model as tiny_seq2seq_model
 from test_seq2seq_r3f import tiny_task as tiny_seq2seq_task

@@ -18,12 +18,13 @@ import torch
 from conftest import USER_DIR, real_weights
 from omegaconf import OmegaConf
 
-from fairseq_r3f import runs
 from fairseq_r3f.config import CONFIG_DIR, generate
-from fairseq_r3f.evaluation.results import is_xnli
+from fairseq_r3f.evaluation.xnli import is_xnli
 from fairseq_r3f.evaluation.rouge import is_summarization
 from fairseq_r3f.preprocess.xnli import LANGUAGES
-from fairseq_r3f.tools import fairseq_command, read_table
+from fairseq_r3f.tools import fairseq_command
+from r3f_runs.tables import read_table
+from r3f_runs.status import run_status
 
 GLUE_FILES = {"MNLI": "mnli", "QNLI": "qnli", "QQP": "qqp", "SST-2": "sst_2", "RTE": "rte", "MRPC": "mrpc",
               "CoLA": "cola", "STS-B": "sts_b"}
@@ -181,7 +182,9 @@ def composed(name, **overrides):
 
 def test_the_run_layer_labels_each_config_from_what_it_composes():
     import fairseq_r3f  # noqa: F401  (the plugin's criterions and architectures)
-    from fairseq_r3f.launch import Stop, hydra_config_family, hydra_label
+    from r3f_runs.hydra import hydra_label
+    from r3f_runs.tables import hydra_config_family
+    from r3f_runs.values import Stop
 
     # the run layer takes the plugin's configs, by name; a config of another name trains as fairseq has it
     shipped = [name[:-5] for folder in ("glue", "xnli", "summarization")
@@ -214,7 +217,8 @@ def test_the_run_layer_labels_each_config_from_what_it_composes():
 def test_several_launched_processes_are_refused(tmp_path):
     """Under torchrun or srun every process would lock and record the same folder: refused before anything."""
     import fairseq_r3f  # noqa: F401
-    from fairseq_r3f.launch import Stop, launch_composed
+    from r3f_runs.hydra import launch_composed
+    from r3f_runs.values import Stop
 
     cfg = composed("rte_r3f", task__data="/data/RTE-bin", checkpoint__save_dir=str(tmp_path / "run"))
     for env in ({"WORLD_SIZE": "2"}, {"SLURM_NTASKS": "4"}):
@@ -430,7 +434,7 @@ def test_xnli_r4f_config_found_by_name_alone_trains_the_spectrally_normalised_he
     assert {head + "dense.u", head + "out_proj.u"} <= set(state)  # every head matrix carries its power-iteration u
     label = read_json(save / "run.json")
     assert (label["task"], label["method"], label["recipe"]) == ("XNLI", "r4f", "hydra")
-    assert runs.run_status(str(save), is_xnli) == ("finished", "update 2")  # as the XNLI table reads it
+    assert run_status(str(save), is_xnli) == ("finished", "update 2")  # as the XNLI table reads it
 
 
 def write_tiny_summarization_set(folder):
@@ -466,5 +470,5 @@ def test_summarization_config_trains_bart_with_the_seq2seq_r3f_criterion(tmp_pat
     label = read_json(save / "run.json")
     assert (label["dataset"], label["recipe"]) == ("cnn_dm", "hydra")
     assert label["r3f_lambda"] == cfg["criterion"]["r3f_lambda"]
-    assert runs.run_status(str(save), is_summarization("cnn_dm")) == ("finished", "update 2")  # the ROUGE table's
+    assert run_status(str(save), is_summarization("cnn_dm")) == ("finished", "update 2")  # the ROUGE table's
 

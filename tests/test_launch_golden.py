@@ -14,8 +14,8 @@ from conftest import REPO
 
 sys.path.insert(0, os.path.join(REPO, "tests", "golden"))
 import make_golden  # noqa: E402
+from r3f_runs.cli import run_recipe, usage_text
 
-from fairseq_r3f import launch  # noqa: E402
 
 GOLDEN = os.path.join(REPO, "tests", "golden")
 RECIPES = ("glue", "xnli", "summarization", "translation")
@@ -42,8 +42,8 @@ def golden(recipe):
 
 def dry_run(recipe, args, env, root):
     out, err = io.StringIO(), io.StringIO()
-    usage = launch.usage_text(os.path.join(REPO, "recipes", f"{recipe}.sh"))
-    status = launch.run_recipe(recipe, args, make_golden.environment(env), usage=usage, stdout=out, stderr=err)
+    usage = usage_text(os.path.join(REPO, "recipes", f"{recipe}.sh"))
+    status = run_recipe(recipe, args, make_golden.environment(env), usage=usage, stdout=out, stderr=err)
     return status, make_golden.normalise(out.getvalue(), root), make_golden.normalise(err.getvalue(), root)
 
 

@@ -15,10 +15,11 @@ import pytest
 import conftest
 from conftest import REPO
 from fairseq_r3f.toy_data import write_toy_task
-from fairseq_r3f.tools import fairseq_command, read_table
+from fairseq_r3f.tools import fairseq_command
+from r3f_runs.tables import read_table
 
 # What a source distribution holds: the build must need nothing else from the checkout.
-SOURCES = ("pyproject.toml", "setup.py", "README.md", "LICENSE", "fairseq_r3f", "hydra_plugins", "rxf")
+SOURCES = ("pyproject.toml", "setup.py", "README.md", "LICENSE", "fairseq_r3f", "r3f_runs", "hydra_plugins", "rxf")
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +60,11 @@ def test_the_installed_copy_is_what_runs_and_carries_its_data_and_metadata(insta
     code = (
         "import importlib.metadata as m, json, fairseq_r3f, hydra_plugins.fairseq_r3f_plugin as plugin\n"
         "from fairseq_r3f import tools, config\n"
+        "from r3f_runs import tables\n"
         "meta = m.metadata('fairseq-r3f')\n"
         "print(json.dumps({'package': fairseq_r3f.__file__, 'plugin': plugin.__file__, 'user_dir': tools.USER_DIR,\n"
-        "  'table': tools.hparams_path('summarization.tsv'), 'configs': config.CONFIG_DIR,\n"
+        "  'run_layer_user_dir': tables.USER_DIR, 'table': tables.hparams_path('summarization.tsv'),\n"
+        "  'configs': config.CONFIG_DIR,\n"
         "  'version': fairseq_r3f.__version__, 'dist_version': m.version('fairseq-r3f'),\n"
         "  'license': meta['License-Expression'], 'requires': m.requires('fairseq-r3f') or [],\n"
         "  'license_text': m.distribution('fairseq-r3f').read_text('licenses/LICENSE')}))"
@@ -70,7 +73,7 @@ def test_the_installed_copy_is_what_runs_and_carries_its_data_and_metadata(insta
     assert proc.returncode == 0, proc.stderr[-3000:]
     found = json.loads(proc.stdout.splitlines()[-1])
     site = installed["site"] + os.sep
-    for key in ("package", "plugin", "user_dir", "table", "configs"):
+    for key in ("package", "plugin", "user_dir", "run_layer_user_dir", "table", "configs"):
         assert found[key].startswith(site), (key, found[key])
     assert os.path.isfile(os.path.join(found["configs"], "glue", "rte_r3f.yaml"))
     assert found["version"] == found["dist_version"] == version_in_the_source()
@@ -162,7 +165,7 @@ def test_a_hydra_config_of_the_installed_copy_trains(installed, toy_task):
 
 def test_no_module_reaches_outside_the_package_through_its_own_path():
     offenders = []
-    for folder in ("fairseq_r3f", "hydra_plugins", "rxf"):
+    for folder in ("fairseq_r3f", "r3f_runs", "hydra_plugins", "rxf"):
         for root, _, files in os.walk(os.path.join(REPO, folder)):
             for name in files:
                 if not name.endswith(".py"):

@@ -180,7 +180,7 @@ def assert_png(path):
 
 
 def test_dry_run_uses_the_paper_values_and_the_method_flags(tmp_path, glue_root):
-    from fairseq_r3f.launch import flag_value
+    from r3f_runs.values import flag_value
     from fairseq_r3f.probing.generalisation import build_parser
     from fairseq_r3f.probing.runner import Experiment
 

@@ -145,7 +145,7 @@ def test_flags_that_change_the_method_are_refused(tmp_path, glue_root):
     # A built-in method's flags replaced without its criterion keep the criterion; a new method runs as given.
     dry = run_in_process_output(*common, "--methods", "r3f", "mine", "--method", "r3f=--r3f-lambda 0.5",
                                 "--method", "mine=--criterion sentence_prediction --lr 1e-4", "--dry-run")
-    from fairseq_r3f.launch import flag_value
+    from r3f_runs.values import flag_value
 
     lines = dry.splitlines()
     r3f = shlex.split(lines[lines.index("# r3f/seed1/finetune-SST-2") + 1])
@@ -207,7 +207,7 @@ def test_tiny_mode_sets_the_tiny_cpu_model(tmp_path, glue_root):
 
 
 def test_smart_runs_the_values_of_the_table(tmp_path, glue_root):
-    from fairseq_r3f.tools import read_table
+    from r3f_runs.tables import read_table
 
     dry = run_in_process_output("--data-root", glue_root, "--work-dir", tmp_path, "--probe-tasks", "QNLI",
                                 "--methods", "smart", "--dry-run")

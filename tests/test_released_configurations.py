@@ -14,9 +14,13 @@ import sys
 import pytest
 
 from conftest import REPO
-from fairseq_r3f import launch, runs
 from fairseq_r3f.evaluation import bleu
 from fairseq_r3f.logs import read_json_log
+from r3f_runs.identity import label_mismatches
+from r3f_runs.launching import parse_flags
+from r3f_runs.planners import make_plan
+from r3f_runs.values import Stop, same_value
+from r3f_runs.vocabulary import is_outproj_sn_arch, is_sn_arch, plain_arch, sn_arch
 
 BIN = os.path.dirname(sys.executable)
 GLUE_SH = os.path.join(REPO, "recipes", "glue.sh")
@@ -62,12 +66,12 @@ ADDED = {"--seed": "1", "--valid-subset": "valid", "--update-freq": "1", "--eps"
 
 def parse(argv):
     """{flag: value or True}, the positional data folder as "<data>"."""
-    return launch.parse_flags(argv)
+    return parse_flags(argv)
 
 
 def plan(args, **env):
     variables = {"DATA_DIR": env.pop("DATA_DIR"), "DRY_RUN": "1", "SEEDS": env.pop("SEEDS", ""), **env}
-    return launch.make_plan("glue", args, {k: str(v) for k, v in variables.items() if v != ""})
+    return make_plan("glue", args, {k: str(v) for k, v in variables.items() if v != ""})
 
 
 @pytest.fixture
@@ -99,7 +103,7 @@ def test_the_rxf_methods_are_the_readme_command_flag_by_flag(fake_glue, method):
         elif name == "--noise-type" and method == "r3f-released":
             assert ours[mine] == "none"  # the released computation: no noise reached RoBERTa's encoder
         else:
-            assert launch.same_value(str(ours[mine]), str(value)), (name, ours[mine], value)
+            assert same_value(str(ours[mine]), str(value)), (name, ours[mine], value)
     for name in ("--reset-optimizer", "--reset-dataloader", "--reset-meters", "--restore-file"):
         assert name not in ours
     known = {RENAMED.get(name, name) for name in readme} | set(ADDED) | {"<data>"}
@@ -107,7 +111,7 @@ def test_the_rxf_methods_are_the_readme_command_flag_by_flag(fake_glue, method):
     assert extra == {}, f"flags the README does not have: {extra}"
     for name, value in ADDED.items():
         if value is not None and name in ours:
-            assert launch.same_value(str(ours[name]), str(value)), name
+            assert same_value(str(ours[name]), str(value)), name
     # what the README leaves out stays out: the run ends at --max-epoch 10, nothing is truncated
     assert "--max-update" not in ours and "--shorten-method" not in ours
     assert ours["<data>"].endswith("RTE-bin")
@@ -119,8 +123,8 @@ def test_r4f_is_the_same_command_on_the_out_proj_head(fake_glue, pair):
     a, b = parse(r3f.command), parse(r4f.command)
     assert {k for k in a if a[k] != b.get(k)} == {"--arch", "--save-dir"}
     assert b["--arch"] == "roberta_sn_outproj_large"
-    assert launch.is_outproj_sn_arch(b["--arch"]) and not launch.is_sn_arch(b["--arch"])
-    assert launch.plain_arch(b["--arch"]) == "roberta_large" and launch.sn_arch(b["--arch"]) == "roberta_sn_large"
+    assert is_outproj_sn_arch(b["--arch"]) and not is_sn_arch(b["--arch"])
+    assert plain_arch(b["--arch"]) == "roberta_large" and sn_arch(b["--arch"]) == "roberta_sn_large"
     for run in (r3f, r4f):  # the label carries the method's own name, never r3f / r4f
         assert run.label["method"] in pair and "rxf/README.md" in run.label["released"]
         assert run.dir.split(os.sep)[-3] == run.label["method"]
@@ -137,7 +141,7 @@ def test_readme_and_released_differ_in_the_noise_alone_and_say_so(fake_glue):
     assert "the noise reaching the encoder" in readme.label["released"]
     assert "as released" in released.label["released"] and "no noise reaching the encoder" in released.label["released"]
     notes = []
-    launch.make_plan("glue", ["RTE", "r3f-released"], {"DATA_DIR": fake_glue["DATA_DIR"], "DRY_RUN": "1",
+    make_plan("glue", ["RTE", "r3f-released"], {"DATA_DIR": fake_glue["DATA_DIR"], "DRY_RUN": "1",
                                                         "ROBERTA_PATH": fake_glue["ROBERTA_PATH"]}, notes=notes)
     assert any("as released" in note and "--noise-type none" in note for note in notes), notes
 
@@ -180,7 +184,7 @@ def test_released_values_are_read_from_their_table(fake_glue):
         flags = parse(plan(["RTE", method], **fake_glue).runs[0].command)
         for name in ("lr", "weight_decay", "r3f_lambda", "noise_type", "dropout", "attention_dropout", "adam_eps",
                      "clip_norm", "max_tokens", "max_positions", "warmup_updates", "total_num_update", "max_epoch"):
-            assert launch.same_value(flags["--" + name.replace("_", "-")], table[name][method]), (method, name)
+            assert same_value(flags["--" + name.replace("_", "-")], table[name][method]), (method, name)
 
 
 def test_released_methods_refuse_what_would_change_them(fake_glue):
@@ -195,7 +199,7 @@ def test_released_methods_refuse_what_would_change_them(fake_glue):
             (["RTE", "r3f-released", "--noise-type", "uniform"], {}, "changes r3f-released's released command"),
             (["RTE", "r4f", "--arch", "roberta_sn_outproj_large"], {}, "fairseq's released head"),
             (["RTE", "r3f", "--arch", "roberta_sn_outproj_large"], {}, "fairseq's released head")):
-        with pytest.raises(launch.Stop) as stop:
+        with pytest.raises(Stop) as stop:
             plan(args, **fake_glue, **env)
         assert message in str(stop.value), (args, str(stop.value))
         notes.append(str(stop.value))
@@ -241,7 +245,7 @@ def test_labels_tell_the_out_proj_head_from_r4fs():
           ("r4f-readme", "outproj"), ("r4f-released", "outproj")}
     for method in ("r3f", "r4f", "r3f-readme", "r4f-readme", "r3f-released", "r4f-released"):
         for name, ident in (("plain", plain), ("outproj", outproj), ("full", full)):
-            problems = runs.label_mismatches({"method": method}, ident)
+            problems = label_mismatches({"method": method}, ident)
             assert (problems == []) == ((method, name) in ok), (method, name, problems)
 
 
@@ -358,7 +362,7 @@ def test_only_the_comparable_path_keeps_checkpoint_best_by_validation_bleu(tmp_p
         data.mkdir()
         (data / "train.de-en.de.bin").write_text("")
         (data / ("code" if tokenization == "moses" else "sentencepiece.model")).write_text("")
-        (run,) = launch.make_plan("translation", ["iwslt14_de_en"], {
+        (run,) = make_plan("translation", ["iwslt14_de_en"], {
             "DATA_BIN": str(data), "DRY_RUN": "1", "METHODS": "std", "SAVE_ROOT": str(tmp_path / "runs")}).runs
         flags = parse(run.command)
         if tokenization == "moses":  # fairseq's examples/translation/README.md training command

@@ -7,18 +7,13 @@ import os
 import shutil
 import statistics
 
-from fairseq_r3f.evaluation.results import (
-    GLUE_COLUMNS,
-    best_validation,
-    collect_runs,
-    final_trajectory,
-    included,
-    main,
-    summarise,
-    xnli_table,
-)
+from fairseq_r3f.evaluation.results import main
+from fairseq_r3f.evaluation.selection import GLUE_COLUMNS, best_validation, collect_runs, included, summarise
+from fairseq_r3f.evaluation.xnli import xnli_table
+from r3f_runs.train_log import final_trajectory
 from fairseq_r3f.logs import read_json_log
-from fairseq_r3f.runs import METHOD_NEEDS, log_last_update
+from r3f_runs.status import log_last_update
+from r3f_runs.vocabulary import SENTENCE_METHODS
 
 
 def log_line(tag, values, time="00:00:00"):
@@ -26,9 +21,9 @@ def log_line(tag, values, time="00:00:00"):
 
 
 def identity_of(method, seed, config="default", num_updates=None, **settings):
-    """An identity.json as python -m fairseq_r3f.runs identify writes it for a run of ``method``: its effective
+    """An identity.json as python -m r3f_runs identify writes it for a run of ``method``: its effective
     configuration here is a few real keys, with the configuration's name standing for the swept settings."""
-    criterion, task, sn = METHOD_NEEDS[method]
+    criterion, task, sn = SENTENCE_METHODS[method]
     arch = "roberta_sn_large" if sn else "roberta_large"
     configuration = {"model._name": arch, "criterion._name": criterion, "model.dropout": 0.1,
                      "optimization.max_update": 2036, SWEPT: config, **settings}

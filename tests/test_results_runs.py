@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, train_args
-from fairseq_r3f.evaluation.results import ELAPSED, final_trajectory, launches
+from r3f_runs.train_log import ELAPSED, final_trajectory, launches
 from fairseq_r3f.tools import fairseq_command
 
 ENV = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}

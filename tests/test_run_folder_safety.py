@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from conftest import REPO, train_args
-from fairseq_r3f import launch
 from fairseq_r3f.tools import fairseq_command
 from fairseq_r3f.toy_data import write_toy_task
 from test_launch_runs import checkpoint_updates, recipe, starts
+from r3f_runs.cli import run_recipe
 
 PYTHON_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
 
@@ -100,7 +100,7 @@ def test_the_training_holds_its_folder_after_its_launcher_is_killed(data, tmp_pa
     assert fourth.returncode == 0, fourth.stderr[-3000:]
     assert "already reached the planned end (update 20)" in fourth.stderr and starts(run_dir) == 1
     assert checkpoint_updates(str(run_dir)) == 20
-    status = python_tool("fairseq_r3f.runs", "status", run_dir)
+    status = python_tool("r3f_runs", "status", run_dir)
     assert status.returncode == 0 and status.stdout.strip() == "finished: update 20", status.stdout + status.stderr
 
 
@@ -158,7 +158,7 @@ def test_a_log_that_two_trainings_wrote_is_refused(seed_runs, tmp_path, kind):
     edit = {"repeated": lambda records: records + records,
             "interleaved": lambda records: [r for pair in zip(records, records) for r in pair]}[kind]
     run = doctored_copy(seed_runs / "RTE" / "std" / "default" / "seed1", tmp_path / "runs", edit)
-    status = python_tool("fairseq_r3f.runs", "status", run)
+    status = python_tool("r3f_runs", "status", run)
     assert status.returncode == 1 and status.stdout.startswith("failed: train.log"), status.stdout + status.stderr
     assert "update 1 is logged after update" in status.stdout and "two trainings" in status.stdout
     # beside a run of one training: the table has that one and names this one under it
@@ -188,17 +188,17 @@ def test_every_half_precision_flag_is_refused_on_the_cpu(data, tmp_path):
             "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
     for flag in ("--bf16", "--memory-efficient-fp16", "--memory-efficient-bf16", "--amp", "--fp16"):
         stderr = StringIO()
-        assert launch.run_recipe("glue", ["RTE", "r3f", flag], base, stderr=stderr) == 2
+        assert run_recipe("glue", ["RTE", "r3f", flag], base, stderr=stderr) == 2
         assert error_lines(stderr.getvalue())[0].startswith(f"error: {flag} "), stderr.getvalue()
     if not torch.cuda.is_available():
         roberta = tmp_path / "model.pt"
         roberta.write_text("")
         full = {**base, "TINY": "0", "FP16": "0", "ROBERTA_PATH": str(roberta)}
         stderr = StringIO()
-        assert launch.run_recipe("glue", ["RTE", "r3f", "--amp"], full, stderr=stderr) == 2
+        assert run_recipe("glue", ["RTE", "r3f", "--amp"], full, stderr=stderr) == 2
         assert "error: --amp needs a CUDA GPU" in stderr.getvalue(), stderr.getvalue()
         stderr, stdout = StringIO(), StringIO()
-        assert launch.run_recipe("glue", ["RTE", "r3f", "--fp16"], {**full, "DRY_RUN": "1"}, stdout=stdout,
+        assert run_recipe("glue", ["RTE", "r3f", "--fp16"], {**full, "DRY_RUN": "1"}, stdout=stdout,
                                  stderr=stderr) == 0
         assert "# note: --fp16 needs a CUDA GPU" in stderr.getvalue() and "--fp16" in stdout.getvalue()
     assert not (tmp_path / "RTE").exists()
@@ -291,7 +291,7 @@ def test_a_crafted_checkpoint_runs_no_code_in_any_entry_point(data, seed_runs, t
     shutil.copytree(seed_runs / "RTE" / "std" / "default" / "seed1", finished)
     os.remove(finished / "identity.json")
     plant(finished / "checkpoint_last.pt", marker)
-    refused(python_tool("fairseq_r3f.runs", "status", finished, env=UNSAFE_DEFAULT), "weights-only")
+    refused(python_tool("r3f_runs", "status", finished, env=UNSAFE_DEFAULT), "weights-only")
     refused(python_tool("fairseq_r3f.evaluation.results", "glue", finished, "--out", tmp_path / "table",
                         env=UNSAFE_DEFAULT), "weights-only")
     probe = subprocess.run(

@@ -1,4 +1,4 @@
-"""python -m fairseq_r3f.runs on real tiny checkpoints: the identity read back from what fairseq-train saved,
+"""python -m r3f_runs on real tiny checkpoints: the identity read back from what fairseq-train saved,
 a mislabelled run refused, and the versions a run folder records."""
 
 import json
@@ -11,16 +11,12 @@ import pytest
 import torch
 
 from conftest import REPO, run_fairseq, train_args
-from fairseq_r3f.runs import (
-    configuration_differences,
-    configuration_from_args,
-    effective_configuration,
-    label_mismatches,
-)
+from r3f_runs.configuration import configuration_differences, configuration_from_args, effective_configuration
+from r3f_runs.identity import label_mismatches
 
 
 def runs_cli(*args):
-    return subprocess.run([sys.executable, "-m", "fairseq_r3f.runs", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "r3f_runs", *args], capture_output=True, text=True,
                           cwd=REPO)
 
 

@@ -18,7 +18,7 @@ from conftest import REPO, run_fairseq
 from fairseq_r3f.evaluation import bleu
 from fairseq_r3f.logs import read_json_log
 from fairseq_r3f.preprocess import translation
-from fairseq_r3f.tools import read_table
+from r3f_runs.tables import read_table
 
 PREPROCESS = os.path.join(REPO, "preprocess", "translation.py")
 RECIPE = os.path.join(REPO, "recipes", "translation.sh")

@@ -17,8 +17,8 @@ from typing import Dict, List, Tuple
 
 import yaml
 
-from fairseq_r3f.launch import SENTENCE_METHODS
-from fairseq_r3f.tools import read_table
+from r3f_runs.vocabulary import SENTENCE_METHODS
+from r3f_runs.tables import read_table
 
 CONFIG_DIR = os.path.dirname(os.path.abspath(__file__))
 

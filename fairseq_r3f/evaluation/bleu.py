@@ -50,9 +50,14 @@ import statistics
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from fairseq_r3f.evaluation import generation
+from fairseq_r3f.evaluation import generation, tokenized_bleu
 from fairseq_r3f.preprocess.files import DataError, read_lines
-from fairseq_r3f.tools import USER_DIR, fairseq_command, read_table
+from fairseq_r3f.evaluation.selection import ResultsError, cells, not_in_tables, planned_seeds
+from fairseq_r3f.tools import USER_DIR, fairseq_command
+
+from r3f_runs.folder import RunError
+from r3f_runs.status import labelled_runs, read_plans
+from r3f_runs.tables import read_table
 
 METHOD_ORDER = ("std", "r3f", "drop")
 BLEU_CHOICES = ("sacrebleu", "tokenized")
@@ -175,7 +180,6 @@ def evaluate(args, settings: Dict[str, str], references: List[str], checkpoint: 
     hypotheses = generate(checkpoint, args.data_bin, settings, output_dir, len(references), args.subset,
                           args.batch_size, extra, ["--remove-bpe"] if tokenized else ["--remove-bpe", "sentencepiece"])
     if tokenized:
-        from fairseq_r3f.evaluation import tokenized_bleu
 
         with open(os.path.join(output_dir, f"generate-{args.subset}.txt"), encoding="utf-8") as f:
             scored = tokenized_bleu.score_generate_output(f.readlines())
@@ -228,26 +232,17 @@ def accepts(config: Optional[str]):
 def find_runs(root: str, config: Optional[str]) -> Tuple[List[Dict], List[str]]:
     """Every run under ``root`` with run.json: (the translation runs of ``config``, each label with "folder",
     "status", "reason", "configuration"; the folders of other runs)."""
-    from fairseq_r3f import runs
-    from fairseq_r3f.evaluation.results import identity_if_readable
-
-    found, foreign = [], []
-    for folder, _dirs, files in sorted(os.walk(root)):
-        if runs.LABEL_FILE not in files:
-            continue
-        try:
-            label = runs.read_json(os.path.join(folder, runs.LABEL_FILE))
-            status, reason = runs.run_status(folder, accepts(config))
-            ident = None if status == "foreign" else identity_if_readable(folder, status)
-        except runs.RunError as error:
-            raise EvaluationError(f"{folder}: {error}" if folder not in str(error) else str(error)) from None
-        if status == "foreign":
-            foreign.append(folder)
-            continue
+    try:
+        labelled, foreign = labelled_runs(root, accepts(config))
+    except RunError as error:
+        raise EvaluationError(str(error)) from None
+    found = []
+    for run in labelled:
+        folder, status, reason = run["folder"], run["status"], run["reason"]
         if status == "finished" and not os.path.isfile(os.path.join(folder, "checkpoint_best.pt")):
             status, reason = "no checkpoint", "finished, but checkpoint_best.pt is gone (deleted?): nothing to score"
-        found.append({**label, "task": label.get("dataset"), "folder": folder, "status": status, "reason": reason,
-                      "configuration": (ident or {}).get("configuration")})
+        found.append({**run, "task": run.get("dataset"), "status": status, "reason": reason,
+                      "configuration": (run["identity"] or {}).get("configuration")})
     return found, foreign
 
 
@@ -295,8 +290,6 @@ def score_runs(args, settings, references, extra) -> int:
     note), unfinished or truncated ones and planned runs without a folder are named under the table, runs whose
     configurations differ are on separate lines (named by the settings that differ), a run found twice is
     scored once. A run's bleu.json is reused only under the same evaluation key."""
-    from fairseq_r3f.evaluation.results import ResultsError, cells, not_in_tables, planned_seeds, read_plans
-
     every, foreign = find_runs(args.runs, args.config)
     if foreign:
         print(f"note: {len(foreign)} run(s) of other recipes or configurations are not in this table (nothing "
@@ -307,7 +300,7 @@ def score_runs(args, settings, references, extra) -> int:
         planned = read_plans(args.runs)
         scorable = [run for run in every if run["status"] == "finished" and run["configuration"] is not None]
         grouped, warnings = cells(scorable)
-    except ResultsError as error:
+    except (ResultsError, RunError) as error:
         raise EvaluationError(str(error)) from None
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)

@@ -14,6 +14,10 @@ import subprocess
 import sys
 from typing import Callable, Dict, List, Optional, Sequence
 
+import fairseq
+
+import fairseq_r3f
+
 
 class GenerationError(RuntimeError):
     pass
@@ -107,10 +111,6 @@ def evaluation_key(checkpoint: str, references: Optional[str], **settings) -> Di
     """The key a cached score is valid for: the checkpoint's fingerprint, the references' sha256 (None: the
     references are among ``settings``), ``settings`` (tokenizer, generate flags, subset, ...) and the plugin's and
     fairseq's versions."""
-    import fairseq
-
-    import fairseq_r3f
-
     return json.loads(json.dumps({
         "checkpoint": checkpoint_fingerprint(checkpoint), "references": references and file_sha256(references),
         "fairseq_r3f": fairseq_r3f.__version__, "fairseq": fairseq.__version__, **settings}, sort_keys=True))

@@ -44,10 +44,15 @@ import re
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from fairseq_r3f.checkpoints import load_checkpoint
 from fairseq_r3f.evaluation import generation
-from fairseq_r3f.launch import read_table_file
 from fairseq_r3f.preprocess.files import DataError, read_lines
-from fairseq_r3f.tools import USER_DIR, fairseq_command, hparams_path
+from fairseq_r3f.evaluation.selection import ResultsError, cells, not_in_tables, planned_seeds
+from fairseq_r3f.tools import USER_DIR, fairseq_command
+
+from r3f_runs.folder import RunError
+from r3f_runs.status import labelled_runs, read_plans
+from r3f_runs.tables import hparams_path, read_table_file
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
@@ -158,9 +163,6 @@ def subset_size(data_bin: str, subset: str) -> int:
 
 def checkpoint_positions(checkpoint: str) -> Tuple[int, int]:
     """The model's maximum source and target positions, from the configuration saved in the checkpoint."""
-    import fairseq_r3f  # noqa: F401 (allows the fairseq classes a checkpoint's configuration holds)
-    from fairseq_r3f.checkpoints import load_checkpoint
-
     try:
         state = load_checkpoint(checkpoint)  # memory-mapped where torch can; a legacy (not zip) file is read whole
     except pickle.UnpicklingError as error:
@@ -272,41 +274,25 @@ def score_runs(args, argv: List[str], extra: List[str]) -> int:
     import contextlib
     import statistics
 
-    from fairseq_r3f import runs
-    from fairseq_r3f.evaluation.results import (
-        ResultsError,
-        identity_if_readable,
-        cells,
-        not_in_tables,
-        planned_seeds,
-        read_plans,
-    )
-
-    every, foreign = [], []
-    for folder, _dirs, files in sorted(os.walk(args.runs)):
-        if runs.LABEL_FILE not in files:
-            continue
-        try:
-            label = runs.read_json(os.path.join(folder, runs.LABEL_FILE))
-            status, reason = runs.run_status(folder, is_summarization(args.dataset))
-            ident = None if status == "foreign" else identity_if_readable(folder, status)
-        except runs.RunError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 1
-        if status == "foreign":
-            foreign.append(folder)
-            continue
+    try:
+        labelled, foreign = labelled_runs(args.runs, is_summarization(args.dataset))
+    except RunError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    every = []
+    for run in labelled:
+        folder, status, reason = run["folder"], run["status"], run["reason"]
         if status == "finished" and not os.path.isfile(os.path.join(folder, "checkpoint_best.pt")):
             status, reason = "no checkpoint", "finished, but checkpoint_best.pt is gone (deleted?): nothing to score"
-        every.append({**label, "task": args.dataset, "method": label.get("method", "r3f"), "folder": folder,
-                      "status": status, "reason": reason, "configuration": (ident or {}).get("configuration")})
+        every.append({**run, "task": args.dataset, "method": run.get("method", "r3f"), "status": status,
+                      "reason": reason, "configuration": (run["identity"] or {}).get("configuration")})
     if foreign:
         print(f"note: {len(foreign)} run(s) of other recipes or datasets are not in this table (nothing written "
               f"into them): {foreign[:3]}", file=sys.stderr)
     try:
         planned = read_plans(args.runs)
         grouped, warnings = cells([r for r in every if r["status"] == "finished" and r["configuration"]])
-    except ResultsError as error:
+    except (ResultsError, RunError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     for warning in warnings:

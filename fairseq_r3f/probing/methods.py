@@ -2,7 +2,7 @@
 
 The per-task and shared GLUE values are read from ``fairseq_r3f/hparams`` (``glue_tasks.tsv``, ``glue.tsv``),
 the tables recipes/glue.sh reads too (appendix A.2: probing uses the fine-tuning values); the run layer's
-``fairseq_r3f.launch.sentence_prediction_command``, which builds the recipes' GLUE runs, turns them into a
+``r3f_runs.plan.sentence_prediction_command``, which builds the recipes' GLUE runs, turns them into a
 command (``GlueHparams.command``), and the method -> criterion map, ``flag_value`` and ``sn_arch`` are the run
 layer's too. The methods are defined here only; every driver can
 replace a built-in method's settings or add a method with ``--method NAME=FLAGS``, and flags that would make
@@ -14,11 +14,11 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
-from fairseq_r3f import launch
-from fairseq_r3f.launch import (  # noqa: F401  (the drivers use them from here)
-    flag_value, is_outproj_sn_arch, is_sn_arch, plain_arch, sn_arch,
-)
-from fairseq_r3f.tools import USER_DIR, read_table  # noqa: F401  (USER_DIR: used by the drivers)
+from r3f_runs.plan import sentence_prediction_command
+from r3f_runs.settings import metric_flags_supported
+from r3f_runs.tables import read_table
+from r3f_runs.values import flag_value
+from r3f_runs.vocabulary import SENTENCE_METHODS, is_outproj_sn_arch, is_sn_arch, sn_arch
 
 # The metrics a sentence_prediction criterion logs (with glue_tasks.tsv's metric_flags).
 METRICS = ("accuracy", "mcc", "f1", "acc_and_f1", "pearson", "spearman")
@@ -52,8 +52,8 @@ def builtin_methods(shared: Dict[str, str]) -> Dict[str, Method]:
     smart = [item for name in SMART_OPTIONS if f"smart_{name}" in shared
              for item in (f"--smart-{name.replace('_', '-')}", shared[f"smart_{name}"])]
     flags = {"std++": [], "smart": smart, "r3f": r3f, "r4f": r3f}
-    return {name: Method(name, launch.SENTENCE_METHODS[name][0], method_flags,
-                         spectral_norm_head=launch.SENTENCE_METHODS[name][2], builtin=True)
+    return {name: Method(name, SENTENCE_METHODS[name][0], method_flags,
+                         spectral_norm_head=SENTENCE_METHODS[name][2], builtin=True)
             for name, method_flags in flags.items()}
 
 
@@ -176,14 +176,14 @@ class GlueHparams:
     def command(self, data: str, task: str, arch: str, fairseq_task: str, criterion: str, method_flags: List[str],
                 seed: int, save_dir: str, last: List[str]) -> List[str]:
         """One GLUE fine-tuning or probing run (appendix Tables 5 and 6) as fairseq-train arguments, built as the
-        recipes build theirs (fairseq_r3f.launch.sentence_prediction_command); ``method_flags`` follow the
+        recipes build theirs (r3f_runs.plan.sentence_prediction_command); ``method_flags`` follow the
         criterion, ``last`` (the driver's own flags) ends the list. Validation on the task's first subset."""
         row, s = self.task(task), self.shared
         max_update = int(row["max_update"])
         warmup = int(float(s["warmup_ratio"]) * max_update)
         values = {**s, "weight_decay": s["weight_decay"]}
-        return launch.sentence_prediction_command(
+        return sentence_prediction_command(
             data, fairseq_task, row["num_classes"], s["max_positions"], [arch], criterion,
-            ["--lr", row["lr"], *launch.metric_flags_supported(self.metric_flags(task)), *method_flags], values,
+            ["--lr", row["lr"], *metric_flags_supported(self.metric_flags(task)), *method_flags], values,
             max_update, warmup, [], int(row["batch_size"]), "valid", self.metric(task), str(seed), save_dir,
             ["--required-batch-size-multiple", "1", *last])  # or validation drops len % 8 examples

@@ -11,7 +11,7 @@ A recorded step whose arguments differ from what the driver would run now is an 
 Before anything runs, a driver goes through its steps once without running them: every command is built and
 checked (finite numbers; flags that would turn one method into another refused), and the count gives the
 "run k of N" progress lines. After each fine-tuning the method that actually ran is read back from the
-checkpoint's saved configuration (fairseq_r3f.runs) and checked against the method's name.
+checkpoint's saved configuration (r3f_runs.identity) and checked against the method's name.
 """
 
 import argparse
@@ -26,12 +26,18 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 import torch
 
-from fairseq_r3f import launch, runs
 from fairseq_r3f.checkpoints import UnsafeCheckpoint, load_checkpoint
 from fairseq_r3f.logs import read_json_log
 from fairseq_r3f.probing import methods as method_defs
-from fairseq_r3f.probing.methods import USER_DIR, GlueHparams, Method
-from fairseq_r3f.tools import CommandFailed, run_logged, tiny_model_flags
+from fairseq_r3f.probing.methods import GlueHparams, Method
+from fairseq_r3f.tools import USER_DIR, CommandFailed, fairseq_command, run_logged
+
+from r3f_runs import values as run_values
+from r3f_runs.identity import identity as checkpoint_identity
+from r3f_runs.identity import label_mismatches, versions
+from r3f_runs.tables import tiny_model_flags
+from r3f_runs.values import Stop, flag_value
+from r3f_runs.vocabulary import is_outproj_sn_arch, is_sn_arch, plain_arch, sn_arch
 
 logger = logging.getLogger("fairseq_r3f.probing")
 
@@ -133,9 +139,9 @@ class Experiment:
         self.methods: Dict[str, Method] = {m: methods[m] for m in args.methods}
         self.train_command = shlex.split(args.fairseq_train) if args.fairseq_train else _default_train_command()
         self.probe_extra = shlex.split(args.probe_flags)
-        if method_defs.is_sn_arch(args.arch) or method_defs.is_outproj_sn_arch(args.arch):
+        if is_sn_arch(args.arch) or is_outproj_sn_arch(args.arch):
             raise SystemExit(
-                f"error: --arch {args.arch}: give the plain architecture ({method_defs.plain_arch(args.arch)}); r4f "
+                f"error: --arch {args.arch}: give the plain architecture ({plain_arch(args.arch)}); r4f "
                 f"runs its spectrally normalised variant, the other methods need the plain head"
             )
         if args.tiny_updates < 1:
@@ -187,11 +193,11 @@ class Experiment:
 
     # -- commands -------------------------------------------------------------------------------------------
     def finetune_args(self, task: str, method: str, seed: int, init: Optional[str], save_dir: str) -> List[str]:
-        """A fine-tuning step: the recipes' GLUE command (fairseq_r3f.launch) with the method's criterion and
+        """A fine-tuning step: the recipes' GLUE command (r3f_runs.plan) with the method's criterion and
         flags, R4F's spectrally normalised --arch, a head per task and the starting model."""
         chosen = self.methods[method]
-        arch = method_defs.sn_arch(self.args.arch) if chosen.spectral_norm_head else self.args.arch
-        criterion = chosen.criterion or method_defs.flag_value(chosen.flags, "--criterion") or "sentence_prediction"
+        arch = sn_arch(self.args.arch) if chosen.spectral_norm_head else self.args.arch
+        criterion = chosen.criterion or flag_value(chosen.flags, "--criterion") or "sentence_prediction"
         start = ["--finetune-from-model", init] if init else []
         return self.hparams.command(
             self.data_dir(task), task, arch, "sentence_prediction", criterion, chosen.flags, seed, save_dir,
@@ -269,7 +275,7 @@ class Experiment:
         log_path = os.path.join(run_dir, "train.log")
         last = _saved_progress(os.path.join(run_dir, "checkpoint_last.pt")) if checkpoint is not None else None
         began = time.monotonic()
-        if last is not None and last["num_updates"] >= int(method_defs.flag_value(args, "--max-update")):
+        if last is not None and last["num_updates"] >= int(flag_value(args, "--max-update")):
             # fairseq-train finished but the step was not recorded: launched again, fairseq would train one
             # update more than --max-update and could replace checkpoint_best.pt.
             logger.info(f"{self._progress(key)}: its run finished before (update {last['num_updates']}); recording it")
@@ -305,15 +311,15 @@ class Experiment:
 
     def _identify(self, key: str, method: str, checkpoint: str, args: List[str]) -> Dict:
         """What trained ``checkpoint``, read from its saved configuration; a built-in method's name must agree."""
-        identity = runs.identity(checkpoint)
+        identity = checkpoint_identity(checkpoint)
         if self.methods[method].builtin:
-            label = {"method": method, "seed": int(method_defs.flag_value(args, "--seed"))}
+            label = {"method": method, "seed": int(flag_value(args, "--seed"))}
             settings = {flag[2:].split("=")[0] for flag in args if flag.startswith(("--smart-", "--freelb-"))}
             for name in sorted(settings | {"r3f-lambda", "noise-type", "eps"}):
-                value = method_defs.flag_value(args, "--" + name)
+                value = flag_value(args, "--" + name)
                 if value is not None:
                     label[name.replace("-", "_")] = value
-            problems = runs.label_mismatches(label, identity)
+            problems = label_mismatches(label, identity)
             if problems:
                 raise StepFailed(f"step {key} did not run method {method}: {'; '.join(problems)} (its checkpoint "
                                  f"is {checkpoint}); fix the flags and use a new --work-dir")
@@ -341,7 +347,7 @@ class Experiment:
         identities = {k: r["identity"] for k, r in self.state["steps"].items() if "identity" in r}
         results = {"experiment": self.name, "methods": list(self.methods), "seeds": self.args.seeds,
                    "arch": self.args.arch, "pretrained": self.pretrained, "tiny": self.args.tiny,
-                   "versions": runs.versions(), **results, "identities": identities}
+                   "versions": versions(), **results, "identities": identities}
         json_path = os.path.join(self.work_dir, "results.json")
         md_path = os.path.join(self.work_dir, "results.md")
         figure = os.path.join(self.work_dir, f"{self.name}.png")
@@ -363,11 +369,11 @@ def tiny_flags(updates: int) -> List[str]:
 
 def check_finite(args: Sequence[str], key: str) -> None:
     """Stops on a fairseq-train flag whose value is NaN or infinite (``--lr nan``, ``--r3f-lambda=inf``): fairseq
-    takes most of them and trains on them. The run layer's check (fairseq_r3f.launch.check_finite), which the
+    takes most of them and trains on them. The run layer's check (r3f_runs.values.check_finite), which the
     recipes use too; it stops before the first run."""
     try:
-        launch.check_finite(args, f"in the flags of step {key}")
-    except launch.Stop as stop:
+        run_values.check_finite(args, f"in the flags of step {key}")
+    except Stop as stop:
         raise SystemExit(f"error: {stop}") from None
 
 
@@ -407,8 +413,6 @@ def _drop_optimizer_state(path: str) -> None:
 
 
 def _default_train_command() -> List[str]:
-    from fairseq_r3f.tools import fairseq_command
-
     return fairseq_command("fairseq-train")
 
 

@@ -11,7 +11,7 @@ Inside a fairseq program (fairseq is already imported) this module then
 - refuses a command-line override that makes one of the plugin's configs another method than its name says
   (``rte_r4f model._name=roberta_large`` would train a plain head, which is R3F), before anything runs;
 - runs each of the plugin's configs (rte_r3f, xnli_std, cnn_dm_r3f, ...) through the run layer
-  (``fairseq_r3f.launch.launch_composed``): fairseq-hydra-train's ``_hydra_main`` is wrapped, so that
+  (``r3f_runs.hydra.launch_composed``): fairseq-hydra-train's ``_hydra_main`` is wrapped, so that
   checkpoint.save_dir is locked while it trains and gets run.json, versions.json, command.sh, train.log,
   identity.json and ``done`` as a recipe's run folder does, and the result tables take it. Configs of other
   names train as fairseq has them, unrecorded.
@@ -25,6 +25,14 @@ import sys
 
 from hydra.core.config_search_path import ConfigSearchPath
 from hydra.plugins.search_path_plugin import SearchPathPlugin
+
+# the run layer's light modules (the standard library only): the method vocabulary and the shipped configs
+from r3f_runs.tables import hydra_config_family
+from r3f_runs.values import Stop
+from r3f_runs.vocabulary import (
+    HYDRA_CONFIG_METHODS, HYDRA_SUMMARIZATION_DATASETS, SENTENCE_METHODS, SEQ2SEQ_CRITERION, is_outproj_sn_arch,
+    is_sn_arch,
+)
 
 
 # Each folder goes on the search path by itself: fairseq-hydra-train matches the primary config against its
@@ -50,15 +58,6 @@ def config_name(argv):
 def method_override_problem(argv) -> str:
     """What in ``argv`` (fairseq-hydra-train's command line) contradicts the method its config name says, or a
     value that is not a finite number; '' when nothing does."""
-    from fairseq_r3f.launch import (
-        HYDRA_CONFIG_METHODS,
-        HYDRA_SUMMARIZATION_DATASETS,
-        SENTENCE_METHODS,
-        SEQ2SEQ_CRITERION,
-        is_outproj_sn_arch,
-        is_sn_arch,
-    )
-
     name = config_name(argv)
     for arg in argv:  # optimization.lr=[nan] trains an update before fairseq stops on a FloatingPointError
         key, _, value = arg.lstrip("+~").partition("=")
@@ -103,9 +102,7 @@ def _hydra_train_modules():
 
 def install_run_layer(argv) -> None:
     """Wraps fairseq-hydra-train's ``_hydra_main`` (which its ``hydra_main`` looks up at call time) so that a
-    run of one of the plugin's configs goes through fairseq_r3f.launch.launch_composed."""
-    from fairseq_r3f.launch import hydra_config_family
-
+    run of one of the plugin's configs goes through r3f_runs.hydra.launch_composed."""
     name = config_name(argv)
     if hydra_config_family(name or "") is None:
         return
@@ -115,7 +112,8 @@ def install_run_layer(argv) -> None:
             continue
 
         def _hydra_main(cfg, _original=original, **kwargs):
-            from fairseq_r3f.launch import Stop, launch_composed
+            # imported when a run starts: r3f_runs.hydra imports fairseq, which other Hydra programs never load
+            from r3f_runs.hydra import launch_composed
 
             try:
                 return launch_composed(cfg, lambda c: _original(c, **kwargs), name, list(argv))
