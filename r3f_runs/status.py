@@ -138,11 +138,9 @@ def read_plans(root: str) -> List[Dict]:
                 entries = [{"dir": os.path.normpath(os.path.join(folder, entry["dir"])), "config": entry["config"],
                             "seed": entry["seed"], "plan": path, "configuration": entry.get("configuration")}
                            for entry in plan["runs"]]
-            except RunError as error:
-                raise RunError(str(error)) from None
             except (KeyError, TypeError) as error:
                 raise RunError(f"{path} is not a plan (expected {{\"runs\": [{{\"dir\", \"config\", \"seed\"}}, "
-                                   f"...]}}, missing {error}): restore it or launch the sweep again") from None
+                               f"...]}}, missing {error}): restore it or launch the sweep again") from None
             planned += entries
     return planned
 

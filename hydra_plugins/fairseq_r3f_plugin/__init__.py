@@ -16,7 +16,8 @@ Inside a fairseq program (fairseq is already imported) this module then
   identity.json and ``done`` as a recipe's run folder does, and the result tables take it. Configs of other
   names train as fairseq has them, unrecorded.
 
-Other Hydra programs are left alone: nothing is imported and the search path is unchanged.
+Other Hydra programs are left alone: neither fairseq nor the plugin is imported (only the run layer's
+standard-library modules, for the method vocabulary) and the search path is unchanged.
 """
 
 import importlib.util
